@@ -1,0 +1,291 @@
+"""Config schemas (registered in Hydra's ConfigStore) and the compose helper.
+
+Every group in conf/ merges into one field of `Config`, so OmegaConf checks keys and types while
+Hydra composes: an unknown key or a value of the wrong type fails before anything runs. Value
+ranges that a type cannot express are checked by `validate`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from cnnlab.errors import UsageError
+
+GROUPS = ("data", "model", "aug", "optim", "sched", "trainer", "precision", "transfer", "eval")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: Optional[str] = "data"  # where real datasets live (`cnnlab data fetch` puts them here)
+    val_fraction: float = 0.1  # carved from the training split, stratified
+    test_fraction: float = 0.2  # only for datasets without an official test split
+    train_per_class: Optional[int] = None  # keep N training images per class
+    train_fraction: Optional[float] = None  # keep this fraction of each class
+    split_seed: int = 0  # fixes every split and subset, independent of the run seed
+    image_size: Optional[int] = None  # resize to this side (None: the dataset's own size)
+    num_train: Optional[int] = None  # generated datasets: images in the train pool
+    num_test: Optional[int] = None  # generated datasets: images in the test split
+    in_memory: str = "auto"  # auto | true | false (false streams through a DataLoader)
+    max_memory_gb: float = 4.0  # auto: hold in memory when the uint8 tensor fits in this
+    workers: int = 2  # decoding processes for image folders
+    mean: Optional[List[float]] = None  # None: computed from the training split
+    std: Optional[List[float]] = None
+
+
+@dataclass
+class ModelConfig:
+    # None means "the family's own default", so a family only receives what the user set.
+    name: str = "resnet8"
+    norm: Optional[str] = None
+    norm_groups: Optional[int] = None
+    act: Optional[str] = None
+    width: Optional[float] = None
+    dropout: Optional[float] = None
+    stem: Optional[str] = None
+    pool: Optional[str] = None
+
+
+@dataclass
+class AugConfig:
+    name: str = "none"
+    ops: List[str] = field(default_factory=list)
+    flip_p: float = 0.5
+    crop_padding: int = 4
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    no_decay_norm_bias: bool = True  # exclude norm weights and biases from weight decay
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    alpha: float = 0.99  # RMSprop smoothing constant
+    rho: float = 0.9  # Adadelta decay
+
+
+@dataclass
+class SchedConfig:
+    name: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    step_size: int = 30  # step: epochs between decays
+    milestones: List[int] = field(default_factory=lambda: [30, 60, 90])
+    gamma: float = 0.1
+    pct_start: float = 0.25  # onecycle: share of steps spent warming up
+    factor: float = 0.1  # plateau: AlexNet divides the lr by 10 when val error stalls
+    patience: int = 3  # plateau: epochs without improvement before decaying
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 disables
+    early_stop: int = 0  # stop after this many epochs without improvement; 0 disables
+    monitor: str = "val_acc"  # val_acc | val_loss: picks the best checkpoint and drives early stop
+    test_on: str = "best"  # best | last: which weights the test set is evaluated on
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    devices: int = 1
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    deterministic: bool = True
+    channels_last: bool = False
+    progress: str = "auto"  # auto | rich | plain | none
+    checkpoints: bool = True
+
+
+@dataclass
+class PrecisionConfig:
+    name: str = "fp32"
+    dtype: str = "float32"
+
+
+@dataclass
+class TransferConfig:
+    name: str = "scratch"
+    source: Optional[str] = None
+
+
+@dataclass
+class EvalConfig:
+    name: str = "center"
+    views: str = "center"
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    outputs: str = "outputs"
+    tag: Optional[str] = None  # free-form label stored in the results table
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def conf_dir() -> Path:
+    """The conf/ folder: $CNNLAB_CONF, the repository's conf/, or the copy inside a wheel."""
+    env = os.environ.get("CNNLAB_CONF")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "conf", here / "_conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise UsageError("cannot find cnnlab's conf/ folder; set CNNLAB_CONF to its path")
+
+
+def group_choices(group: str) -> list[str]:
+    """Names of the options of a config group (the YAML files in conf/<group>/)."""
+    folder = conf_dir() / group
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def register_schemas() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="cnnlab_schema", node=Config)
+
+
+def compose(overrides: list[str] | None = None) -> Any:
+    """Compose conf/config.yaml with Hydra overrides; errors become one-line UsageErrors."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    overrides = list(overrides or [])
+    check_group_overrides(overrides)
+    register_schemas()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="cnnlab"):
+            cfg = hydra_compose(config_name="config", overrides=overrides)
+    except Exception as exc:  # Hydra and OmegaConf raise many types; all mean bad input here
+        raise UsageError(explain_compose_error(exc)) from exc
+    validate(cfg)
+    return cfg
+
+
+def check_group_overrides(overrides: list[str]) -> None:
+    """Name the valid choices when an override picks a group option that does not exist."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        raise UsageError(f"cannot parse overrides: {first_line(exc)}") from exc
+    for ov in parsed:
+        key = ov.key_or_group
+        if key not in GROUPS or ov.is_delete():
+            continue
+        value = ov.value()
+        values = value if isinstance(value, list) else [value]
+        choices = group_choices(key)
+        for v in values:
+            if isinstance(v, str) and v not in choices:
+                raise UsageError(f"unknown {key} '{v}'; choose from: {', '.join(choices)}")
+
+
+def explain_compose_error(exc: BaseException) -> str:
+    """Turn a Hydra/OmegaConf composition error into one line naming the problem."""
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    cause = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    if isinstance(cause, OmegaConfBaseException):
+        key = getattr(cause, "full_key", None) or ""
+        if isinstance(cause, ValidationError):
+            return f"bad value for {key}: {first_line(cause)}"
+        if isinstance(cause, ConfigKeyError) or "not in" in str(cause):
+            return f"unknown key '{key}'{valid_keys_hint(key)}"
+    text = first_line(exc)
+    if text.startswith("Ambiguous value"):
+        return f"{text}: a list of values is a sweep; use `cnnlab sweep`"
+    if "Could not override" in text or "Key '" in text:
+        key = text.split("'")[1] if "'" in text else ""
+        return f"unknown key '{key}'{valid_keys_hint(key)}"
+    return text
+
+
+def valid_keys_hint(full_key: str) -> str:
+    from omegaconf import OmegaConf
+
+    parts = full_key.split(".")
+    node: Any = OmegaConf.structured(Config)
+    for p in parts[:-1]:
+        if p not in node:
+            return ""
+        node = node[p]
+    try:
+        keys = list(node.keys())
+    except Exception:
+        return ""
+    prefix = ".".join(parts[:-1])
+    where = f" in {prefix}" if prefix else ""
+    return f"; valid keys{where}: {', '.join(keys)}"
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# Ranges that types cannot express: (key, check, what it must be).
+_RULES = [
+    ("trainer.epochs", lambda v: v >= 1, "at least 1"),
+    ("trainer.batch_size", lambda v: v >= 1, "at least 1"),
+    ("trainer.eval_batch_size", lambda v: v >= 1, "at least 1"),
+    ("trainer.devices", lambda v: v >= 1, "at least 1"),
+    ("trainer.threads", lambda v: v >= 0, "0 (torch's default) or more"),
+    ("trainer.early_stop", lambda v: v >= 0, "0 (off) or more"),
+    ("trainer.grad_clip", lambda v: v >= 0, "0 (off) or more"),
+    ("trainer.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("trainer.monitor", lambda v: v in ("val_acc", "val_loss"), "val_acc or val_loss"),
+    ("trainer.test_on", lambda v: v in ("best", "last"), "best or last"),
+    ("trainer.progress", lambda v: v in ("auto", "rich", "plain", "none"), "auto, rich, plain or none"),
+    ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.test_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("data.train_per_class", lambda v: v is None or v >= 1, "at least 1"),
+    ("data.train_fraction", lambda v: v is None or 0 < v <= 1, "in (0, 1]"),
+    ("data.image_size", lambda v: v is None or v >= 1, "at least 1"),
+    ("data.num_train", lambda v: v is None or v >= 1, "at least 1"),
+    ("data.num_test", lambda v: v is None or v >= 1, "at least 1"),
+    ("data.in_memory", lambda v: str(v).lower() in ("auto", "true", "false"), "auto, true or false"),
+    ("data.max_memory_gb", lambda v: v > 0, "positive"),
+    ("data.workers", lambda v: v >= 0, "0 or more"),
+    ("optim.lr", lambda v: v > 0, "positive"),
+    ("optim.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("sched.warmup_epochs", lambda v: v >= 0, "0 or more"),
+    ("sched.step_size", lambda v: v >= 1, "at least 1"),
+    ("sched.gamma", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("sched.pct_start", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("sched.patience", lambda v: v >= 0, "0 or more"),
+]
+
+
+def validate(cfg: Any) -> None:
+    """Check value ranges; raise UsageError naming the key and what it must be."""
+    from omegaconf import OmegaConf
+
+    for key, ok, must in _RULES:
+        value = OmegaConf.select(cfg, key)
+        if not ok(value):
+            raise UsageError(f"{key}={value} is not allowed: it must be {must}")
+    if cfg.data.train_per_class is not None and cfg.data.train_fraction is not None:
+        raise UsageError("set data.train_per_class or data.train_fraction, not both")

@@ -1,0 +1,86 @@
+"""Dataset registry: `create(cfg.data)` gives train/val/test splits that are stratified and seeded.
+
+A dataset is one decorated function that loads its pools; everything else (test hold-out when a
+dataset has no test split, the validation split, train subsetting, resizing, statistics) is done
+here the same way for all of them, from `data.split_seed` only, so every run sees the same data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from cnnlab.errors import UsageError
+
+_REGISTRY: dict[str, Callable[[Any], Any]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_dataset(name: str, description: str = ""):
+    def wrap(fn):
+        _REGISTRY[name] = fn
+        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
+        return fn
+
+    return wrap
+
+
+def _load_all() -> None:
+    # Importing the modules runs their @register_dataset decorators.
+    from cnnlab.data import digits, folder, shapes, torchvision_sets  # noqa: F401
+
+
+def list_datasets() -> dict[str, str]:
+    _load_all()
+    return dict(sorted(_DESCRIPTIONS.items()))
+
+
+def create(cfg: Any):
+    """Load dataset `cfg.name` and cut it into a DataBundle following `cfg`'s split settings."""
+    import torch
+
+    from cnnlab.data.base import DataBundle, channel_stats, resize_images, stratified_pick
+
+    _load_all()
+    if cfg.name not in _REGISTRY:
+        raise UsageError(f"unknown dataset '{cfg.name}'; choose from: {', '.join(sorted(_REGISTRY))}")
+    pools = _REGISTRY[cfg.name](cfg)
+    train_pool, test = pools.train, pools.test
+    if cfg.image_size and train_pool.in_memory:
+        train_pool.images = resize_images(train_pool.images, cfg.image_size)
+        if test is not None:
+            test.images = resize_images(test.images, cfg.image_size)
+
+    gen = torch.Generator().manual_seed(int(cfg.split_seed))
+    if test is None:
+        held = stratified_pick(train_pool.labels, gen, fraction=cfg.test_fraction)
+        test = train_pool.take(held.nonzero().squeeze(1))
+        train_pool = train_pool.take((~held).nonzero().squeeze(1))
+    if cfg.val_fraction > 0:
+        held = stratified_pick(train_pool.labels, gen, fraction=cfg.val_fraction)
+        val = train_pool.take(held.nonzero().squeeze(1))
+        train = train_pool.take((~held).nonzero().squeeze(1))
+    else:
+        val = train_pool.take(torch.zeros(0, dtype=torch.long))
+        train = train_pool
+    if cfg.train_per_class is not None or cfg.train_fraction is not None:
+        keep = stratified_pick(train.labels, gen, per_class=cfg.train_per_class,
+                               fraction=cfg.train_fraction)
+        train = train.take(keep.nonzero().squeeze(1))
+    if len(train) == 0:
+        raise UsageError(f"dataset '{cfg.name}' has no training images left after splitting")
+
+    if cfg.mean is not None and cfg.std is not None:
+        mean, std = list(cfg.mean), list(cfg.std)
+    elif pools.mean is not None:
+        mean, std = pools.mean, pools.std
+    elif train_pool.in_memory:
+        mean, std = channel_stats(train_pool.images)
+    else:
+        raise UsageError(f"set data.mean and data.std for the streamed dataset '{cfg.name}'")
+    sample = train.images[0] if train.in_memory else train.dataset[0][0]
+    return DataBundle(
+        name=cfg.name, train=train, val=val, test=test, class_names=list(pools.class_names),
+        in_chans=int(sample.shape[0]), image_size=(int(sample.shape[1]), int(sample.shape[2])),
+        mean=[float(m) for m in mean], std=[float(s) for s in std],
+        info={"in_memory": train.in_memory},
+    )

@@ -1,0 +1,137 @@
+"""Batches for the engine: uint8 images in, normalised float batches on the device out.
+
+In memory (the default for everything that fits): the whole split is one uint8 tensor on the
+training device; an epoch is a seeded permutation cut into batches, and augmentation runs on the
+whole batch on the device. No DataLoader, no per-image Python. Streamed folders go through a
+torch DataLoader with worker processes and then take the same batch path, so a preset means the
+same thing on both. The permutation depends only on (seed, epoch), so an epoch can be replayed
+or resumed at any batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator, Optional
+
+import torch
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
+    # A distinct, reproducible stream per (seed, epoch); the multiplier keeps streams apart.
+    return torch.Generator(device=device).manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+class _BatchPath:
+    """What both loaders do to a uint8 batch on the device: augment, then normalise."""
+
+    def __init__(self, mean, std, device, augment: Optional[Augment], channels_last: bool):
+        self.device = torch.device(device)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.augment = augment
+        self.channels_last = channels_last
+
+    def finish(self, x_u8: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+        x = x_u8.to(self.device, non_blocking=True).float().div_(255)
+        if self.augment is not None:
+            x = self.augment(x, gen)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+class InMemoryLoader:
+    """Seeded batches cut from a uint8 (N, C, H, W) tensor kept on the training device.
+
+    With `rank`/`world` set, each process of a data-parallel job takes every world-th sample of
+    the same epoch permutation, so the shards are disjoint and cover the epoch.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 mean, std, device="cpu", shuffle: bool = False, drop_last: bool = False,
+                 seed: int = 0, augment: Optional[Augment] = None, channels_last: bool = False,
+                 rank: int = 0, world: int = 1):
+        self.path = _BatchPath(mean, std, device, augment, channels_last)
+        self.images = images.to(self.path.device)
+        self.labels = labels.to(self.path.device)
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world = seed, rank, world
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    @property
+    def num_samples(self) -> int:
+        return len(range(self.rank, self.labels.numel(), self.world))
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def indices(self) -> torch.Tensor:
+        """This rank's sample order for the current epoch."""
+        n = self.labels.numel()
+        if self.shuffle:
+            order = torch.randperm(n, generator=_epoch_generator(self.seed, self.epoch))
+        else:
+            order = torch.arange(n)
+        return order[self.rank::self.world].to(self.path.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.indices()
+        gen = _epoch_generator(self.seed + 1, self.epoch, self.path.device) if self.path.augment else None
+        for b in range(self.start_batch, len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.path.finish(self.images[idx], gen), self.labels[idx]
+
+
+class StreamLoader:
+    """The same batches for a Dataset too large for memory, decoded by DataLoader workers."""
+
+    def __init__(self, dataset, labels: torch.Tensor, batch_size: int, *, mean, std, device="cpu",
+                 shuffle: bool = False, drop_last: bool = False, seed: int = 0,
+                 augment: Optional[Augment] = None, channels_last: bool = False, workers: int = 2,
+                 rank: int = 0, world: int = 1):
+        self.path = _BatchPath(mean, std, device, augment, channels_last)
+        self.dataset, self.labels = dataset, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.workers, self.rank, self.world = seed, workers, rank, world
+        self.epoch, self.start_batch = 0, 0
+
+    set_epoch = InMemoryLoader.set_epoch
+    num_samples = InMemoryLoader.num_samples
+    __len__ = InMemoryLoader.__len__
+
+    def __iter__(self):
+        from torch.utils.data import DataLoader, Subset
+
+        n = self.labels.numel()
+        order = (torch.randperm(n, generator=_epoch_generator(self.seed, self.epoch))
+                 if self.shuffle else torch.arange(n))[self.rank::self.world]
+        order = order[self.start_batch * self.batch_size:]
+        loader = DataLoader(Subset(self.dataset, order.tolist()), batch_size=self.batch_size,
+                            drop_last=self.drop_last, num_workers=self.workers,
+                            pin_memory=self.path.device.type == "cuda",
+                            persistent_workers=False)
+        gen = _epoch_generator(self.seed + 1, self.epoch, self.path.device) if self.path.augment else None
+        for x, y in loader:
+            yield self.path.finish(x, gen), y.to(self.path.device, non_blocking=True)
+
+
+def make_loader(split, batch_size: int, *, train: bool, bundle, device, seed: int,
+                augment: Optional[Augment] = None, channels_last: bool = False, workers: int = 2,
+                rank: int = 0, world: int = 1):
+    """A loader for one split: shuffled, augmented and with full batches only when training."""
+    # Every sample once per epoch; only a lone last sample is dropped (batch norm needs two).
+    drop_last = train and (len(split) // world) % batch_size == 1
+    kw = dict(mean=bundle.mean, std=bundle.std, device=device, shuffle=train,
+              drop_last=drop_last, seed=seed,
+              augment=augment if train else None, channels_last=channels_last,
+              rank=rank, world=world)
+    if split.in_memory:
+        return InMemoryLoader(split.images, split.labels, batch_size, **kw)
+    return StreamLoader(split.dataset, split.labels, batch_size, workers=workers, **kw)

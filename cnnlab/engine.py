@@ -1,0 +1,120 @@
+"""The training loop: epochs of train steps, a validation pass, best-weights tracking, early
+stopping, checkpoints and one metrics row per epoch. Read it top to bottom.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from cnnlab import checkpoint
+from cnnlab.evaluate import evaluate, topk_correct
+
+
+@dataclass
+class FitResult:
+    history: list = field(default_factory=list)
+    best_epoch: int = 0
+    best_metric: float = float("nan")
+    best_state: Optional[dict] = None
+    stopped_early: bool = False
+    diverged: bool = False
+    train_seconds: float = 0.0
+    images_seen: int = 0
+
+
+def _improved(value: float, best: float, mode: str) -> bool:
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value > best if mode == "max" else value < best
+
+
+def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, cfg: Any,
+        precision, progress, run=None, criterion=None) -> FitResult:
+    """Train `model` for cfg.epochs (a TrainerConfig); returns the history and the best weights."""
+    import torch
+
+    criterion = criterion or torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    has_val = val_loader is not None and val_loader.num_samples > 0
+    monitor = cfg.monitor if has_val else cfg.monitor.replace("val_", "train_")
+    mode = "max" if monitor.endswith("acc") else "min"
+    result = FitResult()
+    since_best = 0
+    live = not type(progress).__name__.startswith(("Plain", "Null"))
+
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        train_loader.set_epoch(epoch)
+        progress.start_epoch(epoch, len(train_loader))
+        device = train_loader.path.device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
+        lr = optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        for b, (x, y) in enumerate(train_loader, start=1):
+            with precision.autocast():
+                logits = model(x)
+                loss = criterion(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            if sched_when == "step":
+                scheduler.step()
+            loss_sum += loss.detach().double() * y.numel()
+            correct += topk_correct(logits.detach(), y, ks=(1,))[0]
+            seen += y.numel()
+            if live and (b % 5 == 0 or b == len(train_loader)):  # .item() syncs; not every batch
+                elapsed = time.perf_counter() - start
+                progress.batch(b, loss_sum.item() / seen, correct.item() / seen, seen / elapsed)
+        train_seconds = time.perf_counter() - start
+        result.train_seconds += train_seconds
+        result.images_seen += seen
+        train_loss, train_acc = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
+
+        val = evaluate(model, val_loader, autocast=precision.autocast) if has_val else \
+            {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
+        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+               "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
+               "epoch_seconds": train_seconds, "images_per_sec": seen / max(train_seconds, 1e-9)}
+        result.history.append(row)
+        if run is not None:
+            run.log_metrics(row)
+        progress.end_epoch(row)
+
+        if not math.isfinite(train_loss):
+            result.diverged = True
+            if run is not None:
+                run.log(f"epoch {epoch}: training loss is {train_loss}; stopping (diverged)")
+            break
+        metric = {"val_acc": val["acc"], "val_loss": val["loss"],
+                  "train_acc": train_acc, "train_loss": train_loss}[monitor]
+        if sched_when == "epoch":
+            scheduler.step(metric)
+        if _improved(metric, result.best_metric, mode):
+            result.best_metric, result.best_epoch, since_best = metric, epoch, 0
+            result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if run is not None and cfg.checkpoints:
+                checkpoint.save({"model": result.best_state, "epoch": epoch, monitor: metric},
+                                run.checkpoints / "best.pt")
+        else:
+            since_best += 1
+        if run is not None and cfg.checkpoints:
+            checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict() if scheduler else None,
+                             "epoch": epoch, "best_metric": result.best_metric,
+                             "best_epoch": result.best_epoch, "rng": checkpoint.rng_state()},
+                            run.checkpoints / "last.pt")
+        if cfg.early_stop and since_best >= cfg.early_stop:
+            result.stopped_early = True
+            if run is not None:
+                run.log(f"early stop after epoch {epoch}: no {monitor} improvement in "
+                        f"{cfg.early_stop} epochs")
+            break
+    return result

@@ -1,0 +1,21 @@
+"""Errors that the CLI turns into one clear line and an exit code.
+
+UsageError (exit 2): the user asked for something that does not exist or is malformed.
+CnnlabError (exit 1): a runtime problem the user can fix (missing files, unwritable folders).
+"""
+
+
+class CnnlabError(Exception):
+    """A runtime problem with a message meant for the user; exit code 1."""
+
+    exit_code = 1
+
+
+class UsageError(CnnlabError):
+    """Bad input on the command line or in a config; exit code 2."""
+
+    exit_code = 2
+
+
+class DataError(CnnlabError):
+    """A dataset that is missing, unreadable or malformed."""

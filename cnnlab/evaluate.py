@@ -1,0 +1,56 @@
+"""Evaluation of a model on a loader: loss, top-1 and top-5 accuracy, seconds per image.
+
+View modes: `center` (one view per image). Multi-view modes average softmax over views here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cnnlab.errors import UsageError
+
+VIEWS = ("center",)
+
+
+def topk_correct(logits, targets, ks=(1, 5)) -> list:
+    """Number of samples whose target is among the top-k logits, for each k (as tensors)."""
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices
+    hit = top.eq(targets.view(-1, 1))
+    return [hit[:, :min(k, kmax)].any(dim=1).sum() for k in ks]
+
+
+def evaluate(model, loader, *, criterion=None, views: str = "center", autocast=None) -> dict[str, Any]:
+    """Loss and accuracy over everything the loader yields, without gradients."""
+    import contextlib
+
+    import torch
+
+    if views not in VIEWS:
+        raise UsageError(f"unknown eval views '{views}'; choose from: {', '.join(VIEWS)}")
+    criterion = criterion or torch.nn.CrossEntropyLoss()
+    autocast = autocast or contextlib.nullcontext
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    top1 = torch.zeros((), dtype=torch.long)
+    top5 = torch.zeros((), dtype=torch.long)
+    n = 0
+    start = time.perf_counter()
+    with torch.no_grad():
+        for x, y in loader:
+            with autocast():
+                logits = model(x)
+            loss_sum += criterion(logits.float(), y).double().cpu() * y.numel()
+            c1, c5 = topk_correct(logits, y)
+            top1 += c1.cpu()
+            top5 += c5.cpu()
+            n += y.numel()
+    model.train(was_training)
+    seconds = time.perf_counter() - start
+    if n == 0:
+        nan = float("nan")
+        return {"loss": nan, "acc": nan, "top5": nan, "n": 0, "seconds": seconds}
+    return {"loss": float(loss_sum) / n, "acc": int(top1) / n, "top5": int(top5) / n, "n": n,
+            "seconds": seconds}

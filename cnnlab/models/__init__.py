@@ -1,0 +1,62 @@
+"""Model registry: `create(name, num_classes=..., in_chans=..., **opts)`.
+
+A family module decorates one constructor per architecture with `register_model`; the CLI, the
+tests and `cnnlab models` iterate the registry, so a new model is one decorated function.
+Options a user did not set are not passed, so each family keeps its own defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cnnlab.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    family: str
+    fn: Callable[..., Any]
+    default_input: tuple[int, int, int]  # (C, H, W) the architecture was designed for
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, family: str, default_input=(3, 32, 32)):
+    def wrap(fn):
+        _REGISTRY[name] = ModelEntry(name, family, fn, tuple(default_input))
+        return fn
+
+    return wrap
+
+
+def _load_all() -> None:
+    from cnnlab.models import lenet, resnet  # noqa: F401  (registers the families)
+
+
+def list_models() -> dict[str, ModelEntry]:
+    _load_all()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def create(name: str, num_classes: int, in_chans: int = 3, input_size=None, **opts):
+    """Build architecture `name`; `input_size` (H, W) lets fixed-size families adapt."""
+    import inspect
+
+    _load_all()
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown model '{name}'; choose from: {', '.join(sorted(_REGISTRY))}")
+    fn = _REGISTRY[name].fn
+    opts = {k: v for k, v in opts.items() if v is not None}
+    accepted = inspect.signature(fn).parameters
+    unknown = [k for k in opts if k not in accepted]
+    if unknown:
+        valid = [k for k in accepted if k not in ("num_classes", "in_chans", "input_size")]
+        raise UsageError(f"model {name} has no option '{unknown[0]}'; its options: {', '.join(valid)}")
+    return fn(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **opts)
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,100 @@
+"""Optimisers and learning-rate schedules, built by name from an allowlist (no arbitrary classes).
+
+Every schedule but `plateau` is a per-step multiplier, so warm-up and decay are smooth and a
+resumed run lands on the same learning rate; `plateau` steps once per epoch on the monitored
+validation metric.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from cnnlab.errors import UsageError
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+SCHEDULES = ("none", "cosine", "step", "multistep", "onecycle", "plateau")
+
+
+def param_groups(model, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
+    """One group, or two when norm weights and biases (1-d tensors) are kept free of decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not no_decay_norm_bias or weight_decay == 0:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.ndim > 1]
+    free = [p for p in params if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": free, "weight_decay": 0.0}]
+
+
+def build_optimizer(model, cfg: Any):
+    import torch
+
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias)
+    name = cfg.name
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps,
+                                   momentum=cfg.momentum)
+    if name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps)
+    if name == "adadelta":
+        return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, eps=cfg.eps)
+    raise UsageError(f"unknown optimizer '{name}'; choose from: {', '.join(OPTIMIZERS)}")
+
+
+def lr_multiplier(cfg: Any, epochs: int, steps_per_epoch: int):
+    """The per-step learning-rate multiplier of a step-driven schedule, as a function of step."""
+    total = max(1, epochs * steps_per_epoch)
+    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
+
+    def warmup(step: int) -> float | None:
+        return (step + 1) / warm if step < warm else None
+
+    if cfg.name == "none":
+        return lambda step: warmup(step) or 1.0
+    if cfg.name == "cosine":
+        def cosine(step: int) -> float:
+            w = warmup(step)
+            if w is not None:
+                return w
+            progress = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return cosine
+    if cfg.name == "step":
+        return lambda step: warmup(step) or cfg.gamma ** ((step // steps_per_epoch) // cfg.step_size)
+    if cfg.name == "multistep":
+        marks = sorted(cfg.milestones)
+        return lambda step: warmup(step) or cfg.gamma ** sum(
+            step // steps_per_epoch >= m for m in marks)
+    raise UsageError(f"unknown schedule '{cfg.name}'; choose from: {', '.join(SCHEDULES)}")
+
+
+def build_scheduler(optimizer, cfg: Any, epochs: int, steps_per_epoch: int, monitor_mode: str):
+    """Returns (scheduler, when): when is 'step' or 'epoch' (plateau, stepped on the metric)."""
+    import torch
+
+    if cfg.name == "onecycle":
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=max(2, epochs * steps_per_epoch),
+            pct_start=cfg.pct_start), "step"
+    if cfg.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=monitor_mode, factor=cfg.factor, patience=cfg.patience), "epoch"
+    base = lr_multiplier(cfg, epochs, steps_per_epoch)
+    if cfg.min_lr > 0:
+        lr0 = optimizer.param_groups[0]["lr"]
+        floor = cfg.min_lr / lr0
+
+        def mult(step: int, _base=base) -> float:
+            return floor + (1 - floor) * _base(step)
+    else:
+        mult = base
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, mult), "step"

@@ -1,0 +1,85 @@
+"""The run folder: outputs/runs/<YYYYmmdd-HHMMSS>-<id>/ with config.yaml, metrics.csv,
+summary.json, train.log and checkpoints/.
+
+The id is random, and the folder is created with exist_ok=False, so two runs started in the same
+second never share a folder. Every file is written so that a crash leaves the previous version.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def ensure_writable(folder: Path) -> Path:
+    """Create `folder` if needed; fail with one line if it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{secrets.token_hex(4)}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise CnnlabError(f"outputs folder '{folder}' is not writable: {exc.strerror or exc}") from exc
+    return folder
+
+
+class Run:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.id = self.root.name
+        self.started = time.time()
+
+    @classmethod
+    def create(cls, outputs: str | os.PathLike) -> "Run":
+        runs = ensure_writable(Path(outputs) / "runs")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for _ in range(100):
+            root = runs / f"{stamp}-{secrets.token_hex(3)}"
+            try:
+                root.mkdir()
+            except FileExistsError:
+                continue
+            (root / "checkpoints").mkdir()
+            return cls(root)
+        raise CnnlabError(f"cannot create a unique run folder under {runs}")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def write_config(self, cfg: Any) -> None:
+        from omegaconf import OmegaConf
+
+        write_text_atomic(self.root / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    def log_metrics(self, row: dict) -> None:
+        path = self.root / "metrics.csv"
+        new = not path.exists()
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def write_summary(self, summary: dict) -> None:
+        write_text_atomic(self.root / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+
+    def log(self, message: str) -> None:
+        with open(self.root / "train.log", "a", encoding="utf-8") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")

@@ -1,0 +1,165 @@
+"""`cnnlab train`: compose -> build parts from registries -> run folder -> engine -> table row."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import UsageError
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs this workspace setting for deterministic matmuls (CUDA docs, "Reproducibility").
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"trainer.device={name} but this machine has no CUDA device")
+    return device
+
+
+def peak_memory_mb(device) -> float:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+@dataclass
+class Parts:
+    bundle: Any
+    model: Any
+    device: Any
+    precision: Any
+    train_loader: Any
+    val_loader: Any
+    test_loader: Any
+
+
+def build_parts(cfg) -> Parts:
+    """Everything a run needs, built before its folder exists so bad input leaves no folder."""
+    import torch
+
+    from cnnlab import augment, data, models, precision, transfer
+    from cnnlab.data.loader import make_loader
+
+    device = resolve_device(cfg.trainer.device)
+    if cfg.trainer.threads:
+        torch.set_num_threads(cfg.trainer.threads)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    bundle = data.create(cfg.data)
+    opts = {k: v for k, v in cfg.model.items() if k != "name"}
+    model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
+                          input_size=bundle.image_size, **opts)
+    model = transfer.apply(model, cfg.transfer)
+    prec = precision.create(cfg.precision, device)
+    model = model.to(device=device, dtype=prec.param_dtype)
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    aug = augment.create(cfg.aug)
+    common = dict(bundle=bundle, device=device, seed=cfg.seed, channels_last=cfg.trainer.channels_last,
+                  workers=cfg.data.workers)
+    return Parts(
+        bundle=bundle, model=model, device=device, precision=prec,
+        train_loader=make_loader(bundle.train, cfg.trainer.batch_size, train=True, augment=aug, **common),
+        val_loader=make_loader(bundle.val, cfg.trainer.eval_batch_size, train=False, **common),
+        test_loader=make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, **common),
+    )
+
+
+def train(cfg, console=None) -> dict:
+    """Train one config; returns the summary (also in summary.json and outputs/results.csv)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from cnnlab import engine, models, optim, results
+    from cnnlab.evaluate import evaluate
+    from cnnlab.progress import make_progress
+    from cnnlab.run import Run, ensure_writable
+
+    t0 = time.perf_counter()
+    ensure_writable(Path(cfg.outputs))  # fail before the data loads, not after
+    parts = build_parts(cfg)
+    model = parts.model
+    optimizer = optim.build_optimizer(model, cfg.optim)
+    monitor_mode = "max" if cfg.trainer.monitor.endswith("acc") else "min"
+    scheduler, when = optim.build_scheduler(optimizer, cfg.sched, cfg.trainer.epochs,
+                                            len(parts.train_loader), monitor_mode)
+    run = Run.create(cfg.outputs)
+    run.write_config(cfg)
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    b = parts.bundle
+    run.log(f"data {b.name}: train {len(b.train)} val {len(b.val)} test {len(b.test)}, "
+            f"{b.num_classes} classes, {b.in_chans}x{b.image_size[0]}x{b.image_size[1]}")
+    summary: dict[str, Any] = {"run_id": run.id, "status": "running", "path": str(run.root)}
+    progress = make_progress(cfg.trainer.progress, cfg.trainer.epochs, console)
+    try:
+        fit = engine.fit(model, parts.train_loader, parts.val_loader, optimizer, scheduler, when,
+                         cfg.trainer, parts.precision, progress, run=run)
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"
+        run.write_summary(summary)
+        raise
+    finally:
+        progress.close()
+
+    if cfg.trainer.test_on == "best" and fit.best_state is not None:
+        model.load_state_dict(fit.best_state)
+    test = evaluate(model, parts.test_loader, autocast=parts.precision.autocast)
+    last = fit.history[-1] if fit.history else {}
+    metrics = {
+        "test_acc": test["acc"], "test_top5": test["top5"], "test_loss": test["loss"],
+        "best_val_acc": max((r["val_acc"] for r in fit.history), default=float("nan")),
+        "val_acc": last.get("val_acc"), "train_acc": last.get("train_acc"),
+        "train_loss": last.get("train_loss"), "best_epoch": fit.best_epoch,
+        "epochs_run": len(fit.history), "stopped_early": fit.stopped_early,
+        "params": models.count_params(model), "train_seconds": round(fit.train_seconds, 3),
+        "images_per_sec": round(fit.images_seen / max(fit.train_seconds, 1e-9), 1),
+        "test_ms_per_image": round(1000 * test["seconds"] / max(test["n"], 1), 4),
+        "peak_mem_mb": round(peak_memory_mb(parts.device), 1),
+        "wall_seconds": round(time.perf_counter() - t0, 3),
+        "n_train": len(b.train), "n_val": len(b.val), "n_test": len(b.test),
+    }
+    status = "diverged" if fit.diverged else "done"
+    env = {"torch": torch.__version__, "device": str(parts.device),
+           "device_name": (torch.cuda.get_device_name(parts.device) if parts.device.type == "cuda"
+                           else platform.processor() or platform.machine()),
+           "threads": torch.get_num_threads()}
+    summary.update(status=status, **metrics, **env)
+    run.write_summary(summary)
+    head = {"run_id": run.id, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": status}
+    results.append_row(cfg.outputs, results.make_row(cfg_dict, head, {**metrics, **env}))
+    run.log(f"finished: {status}, test acc {test['acc']:.4f}")
+    return summary

@@ -1,0 +1,54 @@
+import pytest
+
+from cnnlab.config import GROUPS, compose, conf_dir, group_choices
+from cnnlab.errors import UsageError
+
+
+def test_defaults_compose_with_every_group():
+    cfg = compose([])
+    for g in GROUPS:
+        assert g in cfg
+    assert cfg.data.name == "digits" and cfg.model.name == "resnet8"
+    # the trivial choices later issues extend are wired in
+    assert (cfg.aug.name, cfg.transfer.name, cfg.precision.name, cfg.eval.name) == \
+        ("none", "scratch", "fp32", "center")
+
+
+def test_overrides_are_applied_and_typed():
+    cfg = compose(["model=lenet5", "data=shapes", "optim=adam", "optim.lr=3e-3",
+                   "trainer.epochs=5", "seed=1"])
+    assert cfg.model.name == "lenet5" and cfg.data.name == "shapes" and cfg.optim.name == "adam"
+    assert cfg.optim.lr == pytest.approx(3e-3) and isinstance(cfg.trainer.epochs, int)
+    assert cfg.trainer.epochs == 5 and cfg.seed == 1
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_group_option_composes(group):
+    for choice in group_choices(group):
+        extra = ["data.root=/tmp"] if (group, choice) == ("data", "imagefolder") else []
+        cfg = compose([f"{group}={choice}", *extra])
+        assert group in cfg
+
+
+@pytest.mark.parametrize("override, fragment", [
+    (["model=nope"], "unknown model 'nope'; choose from: lenet5"),
+    (["trainer=nope"], "unknown trainer 'nope'"),
+    (["trainer.nope=1"], "unknown key 'trainer.nope'"),
+    (["nope=1"], "unknown key 'nope'"),
+    (["trainer.epochs=abc"], "bad value for trainer.epochs"),
+    (["optim.lr=-1"], "optim.lr=-1.0 is not allowed"),
+    (["data.val_fraction=1.5"], "data.val_fraction=1.5 is not allowed"),
+    (["data.train_per_class=0"], "data.train_per_class=0 is not allowed"),
+    (["data.train_per_class=5", "data.train_fraction=0.5"], "not both"),
+    (["model=lenet5,resnet8"], "use `cnnlab sweep`"),
+])
+def test_bad_input_is_one_line_usage_error(override, fragment):
+    with pytest.raises(UsageError) as err:
+        compose(override)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_group_choices_are_the_yaml_files():
+    files = sorted(p.stem for p in (conf_dir() / "optim").glob("*.yaml"))
+    assert group_choices("optim") == files and "adam" in files
