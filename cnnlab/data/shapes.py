@@ -135,14 +135,17 @@ def render(labels: torch.Tensor, shapes: dict, style: str, size: int,
         ax = freq * psi.cos() * dx[:, :1, :] + phase  # (n, 1, W)
         by = freq * psi.sin() * dy[:, :, :1]  # (n, H, 1)
         t = torch.addcmul(ax.sin() * by.cos(), ax.cos(), by.sin()).mul_(0.5).add_(0.5)
-        img = torch.lerp(c2, c1, t.unsqueeze(1))  # striped pastel background
         f1 = _uniform(gen, n, 0.0, 0.45, 3, 1, 1)
         f2 = _uniform(gen, n, 0.0, 0.45, 3, 1, 1)
-        ramp = (u * 0.5).add_(0.5).clamp_(0, 1).unsqueeze(1)
-        inner = (depth - 1.0).clamp_(0, 1).unsqueeze(1)  # 1.5 px in from the edge
+        ramp = (u * 0.5).add_(0.5).clamp_(0, 1)
+        inner = (depth - 1.0).clamp_(0, 1)  # 1.5 px in from the edge
         outline = torch.where(torch.rand(n, 1, 1, 1, generator=gen) < 0.5, 0.0, 1.0)
-        img = torch.lerp(img, outline.expand(n, 3, 1, 1), alpha)
-        img = torch.lerp(img, torch.lerp(f2, f1, ramp), inner)  # dark gradient fill
+        # striped pastel background c2..c1, an outline, a dark gradient fill f2..f1: every pixel
+        # is a mix of five colours, so one batched matmul of (colours x weights) draws it
+        a = alpha.squeeze(1)
+        weights = torch.stack([1 - a, t * (1 - a), a - inner, inner, ramp * inner], dim=1)
+        colours = torch.cat([c2, c1 - c2, outline.expand(n, 3, 1, 1), f2, f1 - f2], dim=2)
+        img = torch.bmm(colours.view(n, 3, 5), weights.view(n, 5, size * size)).view(n, 3, size, size)
         noise = 0.08
     # Luminance noise, uniform with the given standard deviation: drawing random numbers is the
     # slowest step here, and one draw per pixel (not per channel) costs a third as much.
