@@ -33,24 +33,24 @@ def evaluate(model, loader, *, criterion=None, views: str = "center", autocast=N
     autocast = autocast or contextlib.nullcontext
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    top1 = torch.zeros((), dtype=torch.long)
-    top5 = torch.zeros((), dtype=torch.long)
+    loss_sum = top1 = top5 = None
     n = 0
     start = time.perf_counter()
     with torch.no_grad():
         for x, y in loader:
             with autocast():
                 logits = model(x)
-            loss_sum += criterion(logits.float(), y).double().cpu() * y.numel()
+            # sums stay on the device: no host sync per batch
+            loss = criterion(logits.float(), y).double() * y.numel()
             c1, c5 = topk_correct(logits, y)
-            top1 += c1.cpu()
-            top5 += c5.cpu()
+            loss_sum = loss if loss_sum is None else loss_sum + loss
+            top1 = c1 if top1 is None else top1 + c1
+            top5 = c5 if top5 is None else top5 + c5
             n += y.numel()
     model.train(was_training)
-    seconds = time.perf_counter() - start
     if n == 0:
         nan = float("nan")
-        return {"loss": nan, "acc": nan, "top5": nan, "n": 0, "seconds": seconds}
-    return {"loss": float(loss_sum) / n, "acc": int(top1) / n, "top5": int(top5) / n, "n": n,
-            "seconds": seconds}
+        return {"loss": nan, "acc": nan, "top5": nan, "n": 0, "seconds": time.perf_counter() - start}
+    out = {"loss": float(loss_sum) / n, "acc": int(top1) / n, "top5": int(top5) / n, "n": n}
+    out["seconds"] = time.perf_counter() - start  # after the values above synced the device
+    return out

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Optional
 
 
 class PlainProgress:
     """One line per epoch (and nothing per batch), for logs, CI and pipes."""
 
+    every = 30.0  # seconds between in-epoch lines, so long epochs still show life
+
     def __init__(self, epochs: int, stream=None):
         self.epochs = epochs
         self.stream = stream or sys.stdout
+        self.epoch, self.batches, self.last = 0, 0, 0.0
 
     def start_epoch(self, epoch: int, batches: int) -> None:
-        pass
+        self.epoch, self.batches, self.last = epoch, batches, time.monotonic()
 
     def batch(self, done: int, loss: float, acc: float, ips: float) -> None:
-        pass
+        if time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            print(f"epoch {self.epoch:>3}/{self.epochs}  batch {done}/{self.batches}  "
+                  f"loss {loss:.4f} acc {acc:.4f}  {ips:.0f} img/s", file=self.stream, flush=True)
 
     def end_epoch(self, row: dict) -> None:
         print(f"epoch {row['epoch']:>3}/{self.epochs}  lr {row['lr']:.4g}  "
@@ -62,6 +69,9 @@ class RichProgress:
 
 
 class NullProgress(PlainProgress):
+    def batch(self, done: int, loss: float, acc: float, ips: float) -> None:
+        pass
+
     def end_epoch(self, row: dict) -> None:
         pass
 

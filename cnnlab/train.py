@@ -131,6 +131,12 @@ def train(cfg, console=None) -> dict:
     except KeyboardInterrupt:
         summary["status"] = "interrupted"
         run.write_summary(summary)
+        run.log("interrupted")
+        raise
+    except Exception as exc:
+        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        run.write_summary(summary)
+        run.log(f"failed: {type(exc).__name__}: {exc}")
         raise
     finally:
         progress.close()

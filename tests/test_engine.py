@@ -121,3 +121,24 @@ def test_label_smoothing_and_grad_clip_are_applied():
     # with smoothing 0.2 over 10 classes the loss cannot go below the smoothed target's entropy
     floor = -(0.82 * math.log(0.82) + 9 * 0.02 * math.log(0.02))
     assert _metrics(s).train_loss.min() >= floor - 1e-6
+
+
+def test_a_run_that_raises_is_marked_failed_and_adds_no_row(outputs, monkeypatch):
+    from cnnlab import engine
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(engine, "fit", boom)
+    with pytest.raises(RuntimeError):
+        train(tiny("data=digits", "model=lenet5"))
+    (run_dir,) = list((outputs / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "simulated crash" in summary["error"]
+    assert not (outputs / "results.csv").exists()
+
+
+def test_plain_progress_prints_one_line_per_epoch(capsys):
+    train(tiny("data=digits", "model=lenet5", "trainer.progress=plain", "trainer.epochs=3"))
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch")]
+    assert len(lines) == 3 and "val loss" in lines[0] and "img/s" in lines[0]
