@@ -45,7 +45,11 @@ def guarded(fn):
         except CnnlabError as exc:
             if _debug():
                 raise
-            _err(str(exc))
+            # an error raised in a DataLoader worker arrives with the worker's traceback in its
+            # message; its last line is the original error
+            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+            message = lines[-1] if lines else type(exc).__name__
+            _err(message.split(": ", 1)[1] if message.startswith("cnnlab.errors.") else message)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if _debug():

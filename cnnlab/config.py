@@ -193,8 +193,10 @@ def check_group_overrides(overrides: list[str]) -> None:
         if key not in GROUPS or ov.is_delete():
             continue
         value = ov.value()
-        values = value if isinstance(value, list) else [value]
         choices = group_choices(key)
+        if isinstance(value, list):
+            raise UsageError(f"{key} takes one option, not a list; choose one of: {', '.join(choices)}")
+        values = [value]
         for v in values:
             if isinstance(v, str) and v not in choices:
                 raise UsageError(f"unknown {key} '{v}'; choose from: {', '.join(choices)}")
@@ -215,7 +217,7 @@ def explain_compose_error(exc: BaseException) -> str:
             return f"unknown key '{key}'{valid_keys_hint(key)}"
     text = first_line(exc)
     if text.startswith("Ambiguous value"):
-        return f"{text}: a list of values is a sweep; use `cnnlab sweep`"
+        return f"{text}: a list of values is a sweep, not one run"
     if "Could not override" in text or "Key '" in text:
         key = text.split("'")[1] if "'" in text else ""
         return f"unknown key '{key}'{valid_keys_hint(key)}"
@@ -247,6 +249,16 @@ def first_line(exc: BaseException) -> str:
 
 # Ranges that types cannot express: (key, check, what it must be).
 _RULES = [
+    ("seed", lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    ("model.norm_groups", lambda v: v is None or v >= 1, "at least 1"),
+    ("model.width", lambda v: v is None or v > 0, "positive"),
+    ("model.dropout", lambda v: v is None or 0 <= v < 1, "in [0, 1)"),
+    ("optim.eps", lambda v: v > 0, "positive"),
+    ("optim.betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two values in [0, 1)"),
+    ("optim.alpha", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("optim.rho", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("sched.factor", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("sched.min_lr", lambda v: v >= 0, "0 or more"),
     ("trainer.epochs", lambda v: v >= 1, "at least 1"),
     ("trainer.batch_size", lambda v: v >= 1, "at least 1"),
     ("trainer.eval_batch_size", lambda v: v >= 1, "at least 1"),
@@ -283,6 +295,10 @@ def validate(cfg: Any) -> None:
     """Check value ranges; raise UsageError naming the key and what it must be."""
     from omegaconf import OmegaConf
 
+    try:
+        OmegaConf.resolve(cfg)  # interpolations such as ${oc.env:X} fail here, not mid-run
+    except Exception as exc:
+        raise UsageError(f"cannot resolve the config: {first_line(exc)}") from exc
     for key, ok, must in _RULES:
         value = OmegaConf.select(cfg, key)
         if not ok(value):

@@ -51,6 +51,8 @@ def evaluate(model, loader, *, criterion=None, views: str = "center", autocast=N
     if n == 0:
         nan = float("nan")
         return {"loss": nan, "acc": nan, "top5": nan, "n": 0, "seconds": time.perf_counter() - start}
-    out = {"loss": float(loss_sum) / n, "acc": int(top1) / n, "top5": int(top5) / n, "n": n}
+    # top-5 means nothing with 5 classes or fewer: it is always 1
+    top5_acc = int(top5) / n if logits.shape[1] > 5 else float("nan")
+    out = {"loss": float(loss_sum) / n, "acc": int(top1) / n, "top5": top5_acc, "n": n}
     out["seconds"] = time.perf_counter() - start  # after the values above synced the device
     return out

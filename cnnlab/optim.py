@@ -51,7 +51,8 @@ def build_optimizer(model, cfg: Any):
 
 def lr_multiplier(cfg: Any, epochs: int, steps_per_epoch: int):
     """The per-step learning-rate multiplier of a step-driven schedule, as a function of step."""
-    total = max(1, epochs * steps_per_epoch)
+    steps_per_epoch = max(1, steps_per_epoch)
+    total = epochs * steps_per_epoch
     warm = int(round(cfg.warmup_epochs * steps_per_epoch))
 
     def warmup(step: int) -> float | None:
@@ -84,13 +85,17 @@ def build_scheduler(optimizer, cfg: Any, epochs: int, steps_per_epoch: int, moni
         max_lr = [g["lr"] for g in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=max_lr, total_steps=max(2, epochs * steps_per_epoch),
-            pct_start=cfg.pct_start), "step"
+            # cycle_momentum=False: the optimiser's own momentum/betas stay as configured (and
+            # Adagrad/Adadelta, which have neither, work)
+            pct_start=cfg.pct_start, cycle_momentum=False), "step"
     if cfg.name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=monitor_mode, factor=cfg.factor, patience=cfg.patience), "epoch"
     base = lr_multiplier(cfg, epochs, steps_per_epoch)
     if cfg.min_lr > 0:
         lr0 = optimizer.param_groups[0]["lr"]
+        if cfg.min_lr >= lr0:
+            raise UsageError(f"sched.min_lr={cfg.min_lr} must be below optim.lr={lr0}")
         floor = cfg.min_lr / lr0
 
         def mult(step: int, _base=base) -> float:

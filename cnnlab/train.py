@@ -44,6 +44,10 @@ def resolve_device(name: str):
         raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"trainer.device={name} but this machine has no CUDA device")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError(f"trainer.device={name} but this machine has no MPS device")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"trainer.device={name} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
@@ -75,11 +79,14 @@ def build_parts(cfg) -> Parts:
     from cnnlab import augment, data, models, precision, transfer
     from cnnlab.data.loader import make_loader
 
+    if cfg.trainer.devices != 1:
+        raise UsageError("trainer.devices > 1 (data-parallel training) is not available yet; use 1")
     device = resolve_device(cfg.trainer.device)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     bundle = data.create(cfg.data)
+    torch.manual_seed(cfg.seed)  # model init must not depend on what data loading drew
     opts = {k: v for k, v in cfg.model.items() if k != "name"}
     model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
                           input_size=bundle.image_size, **opts)
@@ -90,13 +97,17 @@ def build_parts(cfg) -> Parts:
         model = model.to(memory_format=torch.channels_last)
     aug = augment.create(cfg.aug)
     common = dict(bundle=bundle, device=device, seed=cfg.seed, channels_last=cfg.trainer.channels_last,
-                  workers=cfg.data.workers)
-    return Parts(
+                  workers=cfg.data.workers, dtype=prec.param_dtype)
+    parts = Parts(
         bundle=bundle, model=model, device=device, precision=prec,
         train_loader=make_loader(bundle.train, cfg.trainer.batch_size, train=True, augment=aug, **common),
         val_loader=make_loader(bundle.val, cfg.trainer.eval_batch_size, train=False, **common),
         test_loader=make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, **common),
     )
+    if len(bundle.train) < 2 or len(parts.train_loader) == 0:
+        # batch norm needs two samples per batch; one image cannot train anything useful anyway
+        raise UsageError(f"the training split has {len(bundle.train)} image(s): too few for one batch")
+    return parts
 
 
 def train(cfg, console=None) -> dict:
@@ -143,7 +154,7 @@ def train(cfg, console=None) -> dict:
 
     if cfg.trainer.test_on == "best" and fit.best_state is not None:
         model.load_state_dict(fit.best_state)
-    test = evaluate(model, parts.test_loader, autocast=parts.precision.autocast)
+    test = evaluate(model, parts.test_loader, views=cfg.eval.views, autocast=parts.precision.autocast)
     last = fit.history[-1] if fit.history else {}
     metrics = {
         "test_acc": test["acc"], "test_top5": test["top5"], "test_loss": test["loss"],

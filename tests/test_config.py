@@ -40,7 +40,13 @@ def test_every_group_option_composes(group):
     (["data.val_fraction=1.5"], "data.val_fraction=1.5 is not allowed"),
     (["data.train_per_class=0"], "data.train_per_class=0 is not allowed"),
     (["data.train_per_class=5", "data.train_fraction=0.5"], "not both"),
-    (["model=lenet5,resnet8"], "use `cnnlab sweep`"),
+    (["model=lenet5,resnet8"], "a list of values is a sweep"),
+    (["seed=-1"], "seed=-1 is not allowed"),
+    (["data=[digits,shapes]"], "data takes one option, not a list"),
+    (["optim.betas=[0.9]"], "optim.betas=[0.9] is not allowed"),
+    (["model.norm_groups=0"], "model.norm_groups=0 is not allowed"),
+    (["sched.factor=2"], "sched.factor=2.0 is not allowed"),
+    (["trainer.epochs=${oc.env:CNNLAB_NO_SUCH_VAR}"], "cannot resolve the config"),
 ])
 def test_bad_input_is_one_line_usage_error(override, fragment):
     with pytest.raises(UsageError) as err:

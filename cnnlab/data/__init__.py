@@ -52,16 +52,17 @@ def create(cfg: Any):
 
     gen = torch.Generator().manual_seed(int(cfg.split_seed))
     if test is None:
-        held = stratified_pick(train_pool.labels, gen, fraction=cfg.test_fraction)
+        held = stratified_pick(train_pool.labels, gen, fraction=cfg.test_fraction, hold_out=True)
         test = train_pool.take(held.nonzero().squeeze(1))
         train_pool = train_pool.take((~held).nonzero().squeeze(1))
     if cfg.val_fraction > 0:
-        held = stratified_pick(train_pool.labels, gen, fraction=cfg.val_fraction)
+        held = stratified_pick(train_pool.labels, gen, fraction=cfg.val_fraction, hold_out=True)
         val = train_pool.take(held.nonzero().squeeze(1))
         train = train_pool.take((~held).nonzero().squeeze(1))
     else:
         val = train_pool.take(torch.zeros(0, dtype=torch.long))
         train = train_pool
+    stats_source = train  # the training split before subsetting: statistics do not vary with size
     if cfg.train_per_class is not None or cfg.train_fraction is not None:
         keep = stratified_pick(train.labels, gen, per_class=cfg.train_per_class,
                                fraction=cfg.train_fraction)
@@ -69,15 +70,22 @@ def create(cfg: Any):
     if len(train) == 0:
         raise UsageError(f"dataset '{cfg.name}' has no training images left after splitting")
 
+    if (cfg.mean is None) != (cfg.std is None):
+        raise UsageError("set both data.mean and data.std, or neither")
     if cfg.mean is not None and cfg.std is not None:
         mean, std = list(cfg.mean), list(cfg.std)
     elif pools.mean is not None:
         mean, std = pools.mean, pools.std
-    elif train_pool.in_memory:
-        mean, std = channel_stats(train_pool.images)
+    elif stats_source.in_memory:
+        mean, std = channel_stats(stats_source.images)
     else:
         raise UsageError(f"set data.mean and data.std for the streamed dataset '{cfg.name}'")
     sample = train.images[0] if train.in_memory else train.dataset[0][0]
+    if len(mean) != sample.shape[0] or len(std) != sample.shape[0]:
+        raise UsageError(f"data.mean and data.std need {sample.shape[0]} values for {cfg.name} "
+                         f"({sample.shape[0]} channels), got {len(mean)} and {len(std)}")
+    if min(std) <= 0:
+        raise UsageError("data.std values must be positive")
     return DataBundle(
         name=cfg.name, train=train, val=val, test=test, class_names=list(pools.class_names),
         in_chans=int(sample.shape[0]), image_size=(int(sample.shape[1]), int(sample.shape[2])),

@@ -66,8 +66,11 @@ class DataBundle:
 
 
 def stratified_pick(labels: torch.Tensor, generator: torch.Generator, *, fraction: float | None = None,
-                    per_class: int | None = None) -> torch.Tensor:
+                    per_class: int | None = None, hold_out: bool = False) -> torch.Tensor:
     """Boolean mask choosing `fraction` of each class (rounded) or `per_class` of each class.
+
+    With `hold_out` the picked part is set aside (test or validation), so at least one image of
+    every class stays behind; otherwise at least one is picked when the fraction is positive.
 
     Vectorised: a random permutation, then a stable sort by label groups each class in random
     order; a sample's rank inside its class decides whether it is picked.
@@ -84,6 +87,8 @@ def stratified_pick(labels: torch.Tensor, generator: torch.Generator, *, fractio
     else:
         quota = torch.round(counts.double() * float(fraction)).long()
         quota = torch.where(counts > 0, quota.clamp(min=1 if fraction > 0 else 0), quota)
+        if hold_out:
+            quota = torch.minimum(quota, (counts - 1).clamp(min=0))
     mask = torch.zeros(n, dtype=torch.bool)
     mask[order[rank < quota[sorted_labels]]] = True
     return mask

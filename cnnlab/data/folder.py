@@ -65,7 +65,9 @@ def _decode_all(ds: DecodedFolder, size: int, workers: int):
     from torch.utils.data import DataLoader
 
     images = torch.empty(len(ds), 3, size, size, dtype=torch.uint8)
-    loader = DataLoader(ds, batch_size=64, num_workers=workers, shuffle=False)
+    # its own generator: worker seeding must not consume the global RNG that initialises models
+    loader = DataLoader(ds, batch_size=64, num_workers=workers, shuffle=False,
+                        generator=torch.Generator().manual_seed(0))
     i = 0
     for x, _ in loader:
         images[i:i + len(x)] = x

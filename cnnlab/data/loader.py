@@ -20,14 +20,16 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 def _epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Generator:
     # A distinct, reproducible stream per (seed, epoch); the multiplier keeps streams apart.
-    return torch.Generator(device=device).manual_seed(int(seed) * 1_000_003 + int(epoch))
+    return torch.Generator(device=device).manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**63)
 
 
 class _BatchPath:
     """What both loaders do to a uint8 batch on the device: augment, then normalise."""
 
-    def __init__(self, mean, std, device, augment: Optional[Augment], channels_last: bool):
+    def __init__(self, mean, std, device, augment: Optional[Augment], channels_last: bool,
+                 dtype=torch.float32):
         self.device = torch.device(device)
+        self.dtype = dtype
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.augment = augment
@@ -37,7 +39,7 @@ class _BatchPath:
         x = x_u8.to(self.device, non_blocking=True).float().div_(255)
         if self.augment is not None:
             x = self.augment(x, gen)
-        x = (x - self.mean) / self.std
+        x = ((x - self.mean) / self.std).to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -53,8 +55,8 @@ class InMemoryLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  mean, std, device="cpu", shuffle: bool = False, drop_last: bool = False,
                  seed: int = 0, augment: Optional[Augment] = None, channels_last: bool = False,
-                 rank: int = 0, world: int = 1):
-        self.path = _BatchPath(mean, std, device, augment, channels_last)
+                 rank: int = 0, world: int = 1, dtype=torch.float32):
+        self.path = _BatchPath(mean, std, device, augment, channels_last, dtype)
         self.images = images.to(self.path.device)
         self.labels = labels.to(self.path.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
@@ -95,8 +97,8 @@ class StreamLoader:
     def __init__(self, dataset, labels: torch.Tensor, batch_size: int, *, mean, std, device="cpu",
                  shuffle: bool = False, drop_last: bool = False, seed: int = 0,
                  augment: Optional[Augment] = None, channels_last: bool = False, workers: int = 2,
-                 rank: int = 0, world: int = 1):
-        self.path = _BatchPath(mean, std, device, augment, channels_last)
+                 rank: int = 0, world: int = 1, dtype=torch.float32):
+        self.path = _BatchPath(mean, std, device, augment, channels_last, dtype)
         self.dataset, self.labels = dataset, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.workers, self.rank, self.world = seed, workers, rank, world
@@ -116,7 +118,10 @@ class StreamLoader:
         loader = DataLoader(Subset(self.dataset, order.tolist()), batch_size=self.batch_size,
                             drop_last=self.drop_last, num_workers=self.workers,
                             pin_memory=self.path.device.type == "cuda",
-                            persistent_workers=False)
+                            persistent_workers=False,
+                            # worker seeds from our own stream, not the global RNG (which
+                            # would shift dropout and init between in-memory and streamed runs)
+                            generator=_epoch_generator(self.seed + 2, self.epoch))
         gen = _epoch_generator(self.seed + 1, self.epoch, self.path.device) if self.path.augment else None
         for x, y in loader:
             yield self.path.finish(x, gen), y.to(self.path.device, non_blocking=True)
@@ -124,14 +129,15 @@ class StreamLoader:
 
 def make_loader(split, batch_size: int, *, train: bool, bundle, device, seed: int,
                 augment: Optional[Augment] = None, channels_last: bool = False, workers: int = 2,
-                rank: int = 0, world: int = 1):
+                rank: int = 0, world: int = 1, dtype=torch.float32):
     """A loader for one split: shuffled, augmented and with full batches only when training."""
     # Every sample once per epoch; only a lone last sample is dropped (batch norm needs two).
-    drop_last = train and (len(split) // world) % batch_size == 1
+    n = len(split) // world
+    drop_last = train and n > 1 and n % batch_size == 1
     kw = dict(mean=bundle.mean, std=bundle.std, device=device, shuffle=train,
               drop_last=drop_last, seed=seed,
               augment=augment if train else None, channels_last=channels_last,
-              rank=rank, world=world)
+              rank=rank, world=world, dtype=dtype)
     if split.in_memory:
         return InMemoryLoader(split.images, split.labels, batch_size, **kw)
     return StreamLoader(split.dataset, split.labels, batch_size, workers=workers, **kw)

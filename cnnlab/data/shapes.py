@@ -154,10 +154,15 @@ def render(labels: torch.Tensor, shapes: dict, style: str, size: int,
     return img.clamp_(0, 255).to(torch.uint8)  # +0.5 then truncation rounds to nearest
 
 
-def generate(variant: str, num: int, size: int = 32, seed: int = 0, chunk: int = 256):
-    """`num` images of a variant with balanced classes: (uint8 images, int64 labels, names)."""
+def generate(variant: str, num: int, size: int = 32, seed: int = 0, chunk: int = 256,
+             part: int = 0):
+    """`num` images of a variant with balanced classes: (uint8 images, int64 labels, names).
+
+    `part` selects an independent stream (0: train pool, 1: test split), so the test images do
+    not change when the number of training images does.
+    """
     shapes, style, offset = VARIANTS[variant]
-    gen = torch.Generator().manual_seed(int(seed) * 1000 + offset)
+    gen = torch.Generator().manual_seed((int(seed) * 1000 + offset * 10 + part) % 2**63)
     k = len(shapes)
     images = torch.empty(num, 3, size, size, dtype=torch.uint8)
     labels = torch.empty(num, dtype=torch.long)
@@ -174,10 +179,10 @@ def _make_loader(variant: str):
     def load(cfg) -> Pools:
         size = int(cfg.image_size or 32)
         num_train, num_test = int(cfg.num_train or 10000), int(cfg.num_test or 2000)
-        images, labels, names = generate(variant, num_train + num_test, size, cfg.split_seed)
-        train = Split(labels=labels[:num_train], images=images[:num_train])
-        test = Split(labels=labels[num_train:], images=images[num_train:])
-        return Pools(train=train, test=test, class_names=names)
+        images, labels, names = generate(variant, num_train, size, cfg.split_seed, part=0)
+        test_images, test_labels, _ = generate(variant, num_test, size, cfg.split_seed, part=1)
+        return Pools(train=Split(labels=labels, images=images),
+                     test=Split(labels=test_labels, images=test_images), class_names=names)
 
     return load
 

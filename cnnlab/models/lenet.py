@@ -1,8 +1,9 @@
 """LeNet-5 (LeCun, Bottou, Bengio & Haffner 1998, "Gradient-based learning applied to document
 recognition"): C1 5x5x6, S2, C3 5x5x16, S4, C5 5x5x120, F6 84, output.
 
-The paper feeds 32x32 inputs (MNIST's 28x28 digits padded), so smaller inputs are zero-padded to
-32x32 here; larger ones are average-pooled to 1x1 after C5. Defaults follow the paper (tanh,
+The paper feeds 32x32 inputs (MNIST's 28x28 digits padded with background), so smaller inputs
+are padded to 32x32 here by repeating their border pixels (the background; a zero pad would be
+the dataset mean after normalisation); larger ones are average-pooled to 1x1 after C5. Defaults follow the paper (tanh,
 average pooling); `act=relu pool=max` gives the modern variant. C3 is fully connected to S2
 (the paper's sparse connection table is a 1998 compute saving, not kept).
 """
@@ -28,7 +29,7 @@ def lenet5(num_classes: int = 10, in_chans: int = 1, input_size=None, act: str =
 
         raise UsageError(f"lenet5: pool must be avg or max, not '{pool}'")
     return nn.Sequential(
-        nn.ZeroPad2d((pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)),
+        nn.ReplicationPad2d((pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)),
         nn.Conv2d(in_chans, c1, 5), make_norm(norm, c1, norm_groups), make_act(act), pool_layer(2),
         nn.Conv2d(c1, c3, 5), make_norm(norm, c3, norm_groups), make_act(act), pool_layer(2),
         nn.Conv2d(c3, c5, 5), make_act(act),
