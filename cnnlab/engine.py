@@ -23,6 +23,7 @@ class FitResult:
     diverged: bool = False
     train_seconds: float = 0.0
     images_seen: int = 0
+    first_batch_at: float = float("nan")  # time.time() when the first training batch started
 
 
 def _improved(value: float, best: float, mode: str) -> bool:
@@ -57,6 +58,8 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         for b, (x, y) in enumerate(train_loader, start=1):
+            if math.isnan(result.first_batch_at):
+                result.first_batch_at = time.time()
             with precision.autocast():
                 logits = model(x)
                 loss = criterion(logits, y)

@@ -59,6 +59,18 @@ class Run:
             return cls(root)
         raise CnnlabError(f"cannot create a unique run folder under {runs}")
 
+    @classmethod
+    def create_at(cls, root: str | os.PathLike) -> "Run":
+        """A run folder at a given path (a sweep job's run/); it must not exist yet."""
+        root = Path(root)
+        ensure_writable(root.parent)
+        try:
+            root.mkdir()
+        except FileExistsError:
+            raise CnnlabError(f"run folder {root} exists already") from None
+        (root / "checkpoints").mkdir()
+        return cls(root)
+
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"

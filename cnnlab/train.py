@@ -110,8 +110,12 @@ def build_parts(cfg) -> Parts:
     return parts
 
 
-def train(cfg, console=None) -> dict:
-    """Train one config; returns the summary (also in summary.json and outputs/results.csv)."""
+def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> dict:
+    """Train one config; returns the summary (also in summary.json and outputs/results.csv).
+
+    run_dir: where the run folder goes (a sweep job's); default outputs/runs/<time>-<id>.
+    job_started: time.time() when the calling job started, to measure its overhead.
+    """
     import torch
     from omegaconf import OmegaConf
 
@@ -121,14 +125,16 @@ def train(cfg, console=None) -> dict:
     from cnnlab.run import Run, ensure_writable
 
     t0 = time.perf_counter()
+    entered = time.time()
     ensure_writable(Path(cfg.outputs))  # fail before the data loads, not after
     parts = build_parts(cfg)
+    setup_seconds = time.perf_counter() - t0
     model = parts.model
     optimizer = optim.build_optimizer(model, cfg.optim)
     monitor_mode = "max" if cfg.trainer.monitor.endswith("acc") else "min"
     scheduler, when = optim.build_scheduler(optimizer, cfg.sched, cfg.trainer.epochs,
                                             len(parts.train_loader), monitor_mode)
-    run = Run.create(cfg.outputs)
+    run = Run.create_at(run_dir) if run_dir is not None else Run.create(cfg.outputs)
     run.write_config(cfg)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     b = parts.bundle
@@ -167,6 +173,9 @@ def train(cfg, console=None) -> dict:
         "test_ms_per_image": round(1000 * test["seconds"] / max(test["n"], 1), 4),
         "peak_mem_mb": round(peak_memory_mb(parts.device), 1),
         "wall_seconds": round(time.perf_counter() - t0, 3),
+        "setup_seconds": round(setup_seconds, 3),
+        # from the job's start to its first batch, less its own data and model set-up
+        "overhead_seconds": round(fit.first_batch_at - (job_started or entered) - setup_seconds, 3),
         "n_train": len(b.train), "n_val": len(b.val), "n_test": len(b.test),
     }
     status = "diverged" if fit.diverged else "done"

@@ -1,0 +1,283 @@
+"""Experiment files (experiments/<name>.yaml): a lecture claim turned into a sweep and a verdict.
+
+    claim: C18                      # id in the lecture-claims list
+    statement: Optimisers differ ...
+    metric: test_acc                # the number the table and the verdict use
+    base: [data=digits, ...]        # overrides every job gets
+    axes: {optim: [sgd, adam]}      # swept keys and their values (a grid)
+    seeds: [0, 1, 2]
+    table: {rows: optim, cols: null}
+    verdict: {kind: differ, by: optim, margin: 0.01}
+    scales: {quick: [...], full: [...]}   # extra overrides per scale (quick is the default)
+
+Verdict kinds (95% confidence intervals of the mean over seeds decide; overlapping intervals are
+*inconclusive*):
+- `greater`: metric where `a` exceeds metric where `b`, in every cell of `when` (a dict of axis ->
+  value or list of values). Supported if a's interval lies above b's in every cell; not
+  supported if it lies below in any cell.
+- `differ`: metric differs across the levels of axis `by`. Supported if some two levels have
+  disjoint intervals; not supported if all intervals fit within `margin` of each other.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from cnnlab.errors import UsageError
+
+VERDICTS = ("supported", "not supported", "inconclusive")
+
+
+@dataclass
+class TableSpec:
+    rows: Optional[str] = None
+    cols: Optional[str] = None
+    value: Optional[str] = None
+
+
+@dataclass
+class VerdictSpec:
+    kind: str = "greater"
+    metric: Optional[str] = None  # default: the experiment's metric
+    a: Dict[str, Any] = field(default_factory=dict)
+    b: Dict[str, Any] = field(default_factory=dict)
+    when: Dict[str, Any] = field(default_factory=dict)
+    by: Optional[str] = None
+    margin: float = 0.0
+
+
+@dataclass
+class ExperimentSpec:
+    claim: str = "?"
+    statement: str = ""
+    metric: str = "test_acc"
+    base: List[str] = field(default_factory=list)
+    axes: Dict[str, List[Any]] = field(default_factory=dict)
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    table: TableSpec = field(default_factory=TableSpec)
+    verdict: Optional[VerdictSpec] = None
+    scales: Dict[str, List[str]] = field(default_factory=dict)
+    name: str = ""
+    notes: str = ""
+
+
+def experiments_dir() -> Path:
+    from cnnlab.config import conf_dir
+
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "experiments", here / "_experiments"):
+        if candidate.is_dir():
+            return candidate
+    return conf_dir().parent / "experiments"
+
+
+def list_experiments() -> list[Path]:
+    return sorted(experiments_dir().glob("*.yaml"))
+
+
+def load(path: str | Path) -> ExperimentSpec:
+    """Read and type-check an experiment file; unknown keys and bad types are UsageErrors."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(path)
+    if not path.is_file():
+        named = experiments_dir() / f"{path.stem}.yaml"
+        if named.is_file():
+            path = named
+        else:
+            names = ", ".join(p.stem for p in list_experiments())
+            raise UsageError(f"no experiment file '{path}'; experiments: {names}")
+    try:
+        raw = OmegaConf.load(path)
+        merged = OmegaConf.merge(OmegaConf.structured(ExperimentSpec), raw)
+        spec: ExperimentSpec = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or ""
+        first = str(exc).strip().splitlines()[0]
+        raise UsageError(f"{path.name}: {first}" + (f" (key: {key})" if key else "")) from exc
+    except Exception as exc:
+        raise UsageError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
+    spec.name = spec.name or path.stem
+    check(spec, path.name)
+    return spec
+
+
+def check(spec: ExperimentSpec, where: str = "experiment") -> None:
+    """Rules naming columns must name swept axes (or the metric); fail before any job starts."""
+    if not spec.axes:
+        raise UsageError(f"{where}: no axes to sweep")
+    if not spec.seeds:
+        raise UsageError(f"{where}: seeds is empty")
+    axes = set(spec.axes)
+    for name in (spec.table.rows, spec.table.cols):
+        if name and name not in axes:
+            raise UsageError(f"{where}: table axis '{name}' is not a swept axis ({', '.join(axes)})")
+    v = spec.verdict
+    if v is None:
+        return
+    if v.kind not in ("greater", "differ"):
+        raise UsageError(f"{where}: verdict kind '{v.kind}' is not one of: greater, differ")
+    named = list(v.a) + list(v.b) + list(v.when) + ([v.by] if v.by else [])
+    for key in named:
+        if key not in axes:
+            raise UsageError(f"{where}: verdict names column '{key}', which is not a swept axis "
+                             f"({', '.join(sorted(axes))})")
+    if v.kind == "greater" and (not v.a or not v.b):
+        raise UsageError(f"{where}: a 'greater' verdict needs both a and b")
+    if v.kind == "differ" and not v.by:
+        raise UsageError(f"{where}: a 'differ' verdict needs by: <axis>")
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
+
+
+def sweep_overrides(spec: ExperimentSpec, scale: str = "quick") -> list[str]:
+    """The Hydra multirun overrides of an experiment at a scale: base, scale, axes, seeds."""
+    if scale not in ("quick", *spec.scales):
+        raise UsageError(f"experiment {spec.name} has no scale '{scale}'; scales: "
+                         f"{', '.join(['quick', *spec.scales])}")
+    out = list(spec.base) + list(spec.scales.get(scale, []))
+    for key, values in spec.axes.items():
+        out.append(f"{key}={','.join(_fmt_value(v) for v in values)}")
+    out.append("seed=" + ",".join(str(s) for s in spec.seeds))
+    return out
+
+
+def expand_grid(overrides: list[str]) -> list[list[str]]:
+    """The jobs a basic-sweeper multirun would launch: the cartesian product of sweep values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as exc:
+        raise UsageError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from exc
+    choices = []
+    for ov in parsed:
+        if ov.is_sweep_override():
+            values = list(ov.sweep_string_iterator())
+        else:
+            values = [ov.get_value_element_as_str()]
+        prefix = ov.get_key_element()
+        choices.append([f"{prefix}={v}" for v in values])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+# ---- statistics and verdicts -------------------------------------------------------------
+
+
+def mean_ci(values, confidence: float = 0.95) -> dict[str, float]:
+    """Mean, sample std, n and the Student-t confidence interval of the mean."""
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return {"mean": math.nan, "std": math.nan, "n": 0, "ci_lo": math.nan, "ci_hi": math.nan}
+    mean = float(x.mean())
+    if n == 1:
+        return {"mean": mean, "std": math.nan, "n": 1, "ci_lo": -math.inf, "ci_hi": math.inf}
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "n": n, "ci_lo": mean - half, "ci_hi": mean + half}
+
+
+def _select(df, cond: dict):
+    mask = None
+    for key, value in cond.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        m = df[key].astype(str).isin([_fmt_value(v) for v in values])
+        mask = m if mask is None else mask & m
+    return df if mask is None else df[mask]
+
+
+def decide(spec: ExperimentSpec, df) -> dict:
+    """Apply the verdict rule to per-job rows; returns the verdict and the numbers behind it."""
+    v = spec.verdict
+    if v is None:
+        return {"verdict": None, "text": "no verdict rule", "evidence": []}
+    metric = v.metric or spec.metric
+    if metric not in df.columns:
+        return {"verdict": "inconclusive", "text": f"no '{metric}' values (every job failed?)",
+                "evidence": []}
+    if v.kind == "greater":
+        return _decide_greater(v, metric, df)
+    return _decide_differ(v, metric, df)
+
+
+def _decide_greater(v: VerdictSpec, metric: str, df) -> dict:
+    cells = [{}]
+    if v.when:
+        keys = list(v.when)
+        lists = [val if isinstance(val, (list, tuple)) else [val] for val in v.when.values()]
+        cells = [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
+    evidence, outcomes = [], []
+    for cell in cells:
+        sub = _select(df, cell)
+        a = mean_ci(_select(sub, v.a)[metric].tolist())
+        b = mean_ci(_select(sub, v.b)[metric].tolist())
+        if a["n"] == 0 or b["n"] == 0:
+            outcome = "inconclusive"
+        elif a["ci_lo"] > b["ci_hi"]:
+            outcome = "supported"
+        elif a["ci_hi"] < b["ci_lo"]:
+            outcome = "not supported"
+        else:
+            outcome = "inconclusive"
+        outcomes.append(outcome)
+        evidence.append({"cell": cell, "a": a, "b": b, "outcome": outcome})
+    if all(o == "supported" for o in outcomes):
+        verdict = "supported"
+    elif any(o == "not supported" for o in outcomes):
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive"
+    lines = [f"{_cond(e['cell'])}{metric} {_cond(v.a)} {_pm(e['a'])} vs {_cond(v.b)} {_pm(e['b'])}: "
+             f"{e['outcome']}" for e in evidence]
+    return {"verdict": verdict, "text": "; ".join(lines), "evidence": evidence}
+
+
+def _decide_differ(v: VerdictSpec, metric: str, df) -> dict:
+    levels = {}
+    for level, sub in df.groupby(df[v.by].astype(str)):
+        levels[level] = mean_ci(sub[metric].tolist())
+    usable = {k: s for k, s in levels.items() if s["n"] > 0}
+    if len(usable) < 2:
+        return {"verdict": "inconclusive", "text": f"fewer than two levels of {v.by} have results",
+                "evidence": levels}
+    best = max(usable, key=lambda k: usable[k]["mean"])
+    worst = min(usable, key=lambda k: usable[k]["mean"])
+    spread = max(s["ci_hi"] for s in usable.values()) - min(s["ci_lo"] for s in usable.values())
+    if usable[best]["ci_lo"] > usable[worst]["ci_hi"]:
+        verdict = "supported"
+    elif spread < v.margin:
+        verdict = "not supported"
+    else:
+        verdict = "inconclusive"
+    text = (f"{metric} by {v.by}: best {best} {_pm(usable[best])}, worst {worst} "
+            f"{_pm(usable[worst])}; intervals span {spread:.4f} (margin {v.margin})")
+    return {"verdict": verdict, "text": text, "evidence": levels}
+
+
+def _pm(s: dict) -> str:
+    if s["n"] == 0:
+        return "(no runs)"
+    if s["n"] == 1:
+        return f"{s['mean']:.4f} (n=1, no interval)"
+    return f"{s['mean']:.4f} [{s['ci_lo']:.4f}, {s['ci_hi']:.4f}] (n={s['n']})"
+
+
+def _cond(cond: dict) -> str:
+    if not cond:
+        return ""
+    return ",".join(f"{k}={_fmt_value(v)}" for k, v in cond.items()) + " "

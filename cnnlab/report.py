@@ -1,0 +1,213 @@
+"""A sweep's tables, verdict, plots and report.md, computed with pandas from its job folders.
+
+results.csv: one row per job (the swept axes, then status and metrics).
+summary.csv: grouped over every axis but the seed: mean, std, n and the 95% confidence interval.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from cnnlab.experiment import ExperimentSpec, decide, mean_ci
+from cnnlab.sweep import job_table
+
+AXIS_EXCLUDE = {"job", "status", "error"}
+
+
+@dataclass
+class Report:
+    jobs: Any  # DataFrame, one row per job
+    summary: Any  # DataFrame, one row per cell
+    axes: list[str]
+    verdict: Optional[dict]
+    path: Path
+
+
+def swept_axes(jobs, spec: Optional[ExperimentSpec]) -> list[str]:
+    """The axes: the experiment's (and seed), or for ad-hoc sweeps every key that varies."""
+    if spec is not None:
+        return [a for a in spec.axes if a in jobs.columns] + (["seed"] if "seed" in jobs.columns else [])
+    metrics = {"test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
+               "best_epoch", "epochs_run", "params", "train_seconds", "images_per_sec",
+               "overhead_seconds"}
+    return [c for c in jobs.columns if c not in AXIS_EXCLUDE | metrics and jobs[c].nunique() > 1]
+
+
+def summarise(jobs, axes: list[str], metric: str):
+    """Mean, std, n and 95% CI of `metric` for each cell (axes but seed), finished jobs only."""
+    import pandas as pd
+
+    groups = [a for a in axes if a != "seed"]
+    ok = jobs[jobs.status.isin(["done", "diverged"])] if "status" in jobs else jobs
+    if metric not in ok.columns or ok.empty:
+        return pd.DataFrame(columns=[*groups, "mean", "std", "n", "ci_lo", "ci_hi"])
+    rows = []
+    grouped = ok.groupby(groups, sort=False, dropna=False) if groups else [((), ok)]
+    for key, sub in grouped:
+        key = key if isinstance(key, tuple) else (key,)
+        stats = mean_ci(pd.to_numeric(sub[metric], errors="coerce").tolist())
+        extra = {"diverged": int((sub.status == "diverged").sum())} if "status" in sub else {}
+        rows.append({**dict(zip(groups, key)), **stats, **extra})
+    return pd.DataFrame(rows)
+
+
+def build(sweep_dir: Path, spec: Optional[ExperimentSpec], metric: str = "test_acc",
+          plots: bool = True) -> Report:
+    """Write results.csv, summary.csv, verdict.json, plots/ and report.md into the sweep folder."""
+    from cnnlab.run import write_text_atomic
+
+    jobs = job_table(sweep_dir)
+    axes = swept_axes(jobs, spec) if not jobs.empty else []
+    front = [*axes, "status"]
+    if not jobs.empty:
+        jobs = jobs[[*front, *[c for c in jobs.columns if c not in front]]]
+    jobs.to_csv(sweep_dir / "results.csv", index=False)
+    summary = summarise(jobs, axes, metric)
+    summary.to_csv(sweep_dir / "summary.csv", index=False)
+    verdict = None
+    if spec is not None and spec.verdict is not None:
+        ok = jobs[jobs.status.isin(["done", "diverged"])] if not jobs.empty else jobs
+        verdict = decide(spec, ok)
+        verdict = {"claim": spec.claim, "statement": spec.statement, **verdict}
+        write_text_atomic(sweep_dir / "verdict.json", json.dumps(verdict, indent=2, default=_json) + "\n")
+    images = _plots(sweep_dir, jobs, summary, axes, metric) if plots and not summary.empty else []
+    write_text_atomic(sweep_dir / "report.md", _markdown(sweep_dir, spec, jobs, summary, axes, metric,
+                                                         verdict, images))
+    return Report(jobs=jobs, summary=summary, axes=axes, verdict=verdict, path=sweep_dir)
+
+
+def _json(v):
+    return None if isinstance(v, float) and math.isnan(v) else str(v)
+
+
+def cell_text(row) -> str:
+    if row["n"] == 0:
+        return "-"
+    if row["n"] == 1 or not math.isfinite(row["ci_hi"]):
+        return f"{row['mean']:.4f} (n={row['n']})"
+    return f"{row['mean']:.4f} ± {row['ci_hi'] - row['mean']:.4f} (n={row['n']})"
+
+
+def table_view(summary, spec: Optional[ExperimentSpec], axes: list[str]):
+    """The experiment's table layout (rows x cols of mean ± CI half-width) as a DataFrame."""
+    import pandas as pd
+
+    groups = [a for a in axes if a != "seed"]
+    if summary.empty or not groups:
+        return summary
+    rows = (spec.table.rows if spec and spec.table.rows else None) or groups[0]
+    cols = (spec.table.cols if spec and spec.table.cols else None)
+    if cols is None and len(groups) == 2:
+        cols = [g for g in groups if g != rows][0]
+    view = summary.assign(value=summary.apply(cell_text, axis=1))
+    if cols is None or len(groups) > 2:
+        return view[[*groups, "value"]]
+    table = view.pivot(index=rows, columns=cols, values="value")
+    table.columns = [f"{cols}={c}" for c in table.columns]
+    return table.reset_index()
+
+
+def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images) -> str:
+    from cnnlab.cli import markdown_table
+
+    lines = [f"# Sweep {sweep_dir.name}", ""]
+    if spec is not None:
+        lines += [f"**Claim {spec.claim}**: {spec.statement}", ""]
+    if verdict is not None:
+        lines += [f"**Verdict: {verdict['verdict']}** ({verdict['text']})", ""]
+    counts = jobs.status.value_counts().to_dict() if not jobs.empty else {}
+    lines += ["Jobs: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
+    lines += [f"## {metric} (mean ± 95% CI half-width over seeds)", "",
+              markdown_table(table_view(summary, spec, axes)), ""]
+    failed = jobs[jobs.status == "failed"] if not jobs.empty else jobs
+    if not failed.empty:
+        lines += ["## Failed jobs", ""]
+        lines += [f"- {r.job}: {r.error}" for r in failed.itertuples()] + [""]
+    for img in images:
+        lines += [f"![{img}](plots/{img})", ""]
+    lines += ["Tables: `results.csv` (one row per job), `summary.csv` (per cell).", ""]
+    return "\n".join(lines)
+
+
+def _numeric(values):
+    import pandas as pd
+
+    converted = pd.to_numeric(pd.Series(values), errors="coerce")
+    return converted.notna().all(), converted
+
+
+def _plots(sweep_dir: Path, jobs, summary, axes, metric) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    out = sweep_dir / "plots"
+    out.mkdir(exist_ok=True)
+    written = []
+    groups = [a for a in axes if a != "seed"]
+    for axis in groups:
+        others = [g for g in groups if g != axis]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        series = summary.groupby(others, sort=False) if others else [((), summary)]
+        for key, sub in series:
+            numeric, xs = _numeric(sub[axis])
+            order = xs.argsort() if numeric else range(len(sub))
+            sub = sub.iloc[list(order)]
+            x = pd.to_numeric(sub[axis]) if numeric else list(range(len(sub)))
+            err = [(sub["mean"] - sub["ci_lo"]).clip(lower=0).fillna(0).replace(math.inf, 0),
+                   (sub["ci_hi"] - sub["mean"]).clip(lower=0).fillna(0).replace(math.inf, 0)]
+            key = key if isinstance(key, tuple) else (key,)
+            label = ", ".join(f"{o}={k}" for o, k in zip(others, key)) or metric
+            ax.errorbar(x, sub["mean"], yerr=err, marker="o", capsize=3, label=label)
+            if not numeric:
+                ax.set_xticks(list(range(len(sub))), [str(v) for v in sub[axis]], rotation=30)
+        if numeric and (pd.to_numeric(summary[axis]) > 0).all() and \
+                pd.to_numeric(summary[axis]).max() / pd.to_numeric(summary[axis]).min() >= 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(axis)
+        ax.set_ylabel(f"{metric} (mean, 95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"{metric}_vs_{axis}.png".replace("/", "_")
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+    curves = _curves(sweep_dir, jobs, groups)
+    if curves is not None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, c in curves.items():
+            ax.plot(c.index, c.values, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation accuracy (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "learning_curves.png", dpi=110)
+        plt.close(fig)
+        written.append("learning_curves.png")
+    return written
+
+
+def _curves(sweep_dir: Path, jobs, groups):
+    import pandas as pd
+
+    if jobs.empty:
+        return None
+    frames = []
+    for row in jobs[jobs.status.isin(["done", "diverged"])].to_dict("records"):
+        path = sweep_dir / "jobs" / row["job"] / "run" / "metrics.csv"
+        if path.exists():
+            m = pd.read_csv(path)[["epoch", "val_acc"]]
+            m["cell"] = ", ".join(f"{g}={row[g]}" for g in groups) or "all"
+            frames.append(m)
+    if not frames:
+        return None
+    allm = pd.concat(frames)
+    return {cell: sub.groupby("epoch").val_acc.mean() for cell, sub in allm.groupby("cell")}
