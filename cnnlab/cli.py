@@ -365,7 +365,7 @@ def _sweep_report(console, p, spec, plots: bool) -> None:
         console.print("no job finished")
         return
     status = r.jobs[[*r.axes, "status", *([p.metric] if p.metric in r.jobs else []), "error"]]
-    console.print(_rich_table(status.fillna("")))
+    console.print(_rich_table(status.astype(object).where(status.notna(), "")))
     console.print(f"[bold]{p.metric}[/bold] (mean ± 95% CI half-width over seeds)")
     console.print(_rich_table(report.table_view(r.summary, spec, r.axes)))
     if r.verdict:
@@ -398,6 +398,20 @@ def experiments():
     import pandas as pd
 
     Console(width=None if sys.stdout.isatty() else 200).print(_rich_table(pd.DataFrame(rows)))
+
+
+@app.command("bench-sweep")
+@guarded
+def bench_sweep(jobs: int = typer.Option(8, "--jobs", help="Jobs in the grid."),
+                epochs: int = typer.Option(3, "--epochs", help="Epochs per job (longer jobs amortise worker start-up)."),
+                n_jobs: int = typer.Option(2, "--n-jobs", help="joblib processes.")):
+    """Sweep overhead per job and joblib's parallel speed-up, measured side by side."""
+    import logging
+
+    from cnnlab.bench.sweep import run
+
+    logging.getLogger("hydra").setLevel(logging.WARNING)
+    run(jobs=jobs, epochs=epochs, n_jobs=n_jobs, echo=typer.echo)
 
 
 def main() -> None:

@@ -242,8 +242,8 @@ def _decide_greater(v: VerdictSpec, metric: str, df) -> dict:
         verdict = "not supported"
     else:
         verdict = "inconclusive"
-    lines = [f"{_cond(e['cell'])}{metric} {_cond(v.a)} {_pm(e['a'])} vs {_cond(v.b)} {_pm(e['b'])}: "
-             f"{e['outcome']}" for e in evidence]
+    lines = [f"{_cond(e['cell']) + ': ' if e['cell'] else ''}{metric} at {_cond(v.a)} {_pm(e['a'])} "
+             f"vs {_cond(v.b)} {_pm(e['b'])}: {e['outcome']}" for e in evidence]
     return {"verdict": verdict, "text": "; ".join(lines), "evidence": evidence}
 
 
@@ -280,4 +280,4 @@ def _pm(s: dict) -> str:
 def _cond(cond: dict) -> str:
     if not cond:
         return ""
-    return ",".join(f"{k}={_fmt_value(v)}" for k, v in cond.items()) + " "
+    return ",".join(f"{k}={_fmt_value(v)}" for k, v in cond.items())

@@ -65,6 +65,7 @@ def build(sweep_dir: Path, spec: Optional[ExperimentSpec], metric: str = "test_a
     front = [*axes, "status"]
     if not jobs.empty:
         jobs = jobs[[*front, *[c for c in jobs.columns if c not in front]]]
+        jobs = _sorted(jobs, axes, spec)
     jobs.to_csv(sweep_dir / "results.csv", index=False)
     summary = summarise(jobs, axes, metric)
     summary.to_csv(sweep_dir / "summary.csv", index=False)
@@ -78,6 +79,28 @@ def build(sweep_dir: Path, spec: Optional[ExperimentSpec], metric: str = "test_a
     write_text_atomic(sweep_dir / "report.md", _markdown(sweep_dir, spec, jobs, summary, axes, metric,
                                                          verdict, images))
     return Report(jobs=jobs, summary=summary, axes=axes, verdict=verdict, path=sweep_dir)
+
+
+def _sorted(jobs, axes: list[str], spec: Optional[ExperimentSpec]):
+    """Rows in the experiment's axis order (numbers numerically, the rest as listed or by name)."""
+    import pandas as pd
+
+    from cnnlab.experiment import _fmt_value
+
+    keys = []
+    for axis in axes:
+        listed = [_fmt_value(v) for v in spec.axes.get(axis, [])] if spec else []
+        col = jobs[axis].astype(str)
+        if listed:
+            keys.append(col.map({v: i for i, v in enumerate(listed)}).fillna(len(listed)))
+        else:
+            num = pd.to_numeric(col, errors="coerce")
+            keys.append(num if num.notna().all() else col)
+    if not keys:
+        return jobs
+    order = pd.DataFrame({f"k{i}": k.values for i, k in enumerate(keys)}).sort_values(
+        [f"k{i}" for i in range(len(keys))], kind="stable").index
+    return jobs.iloc[order].reset_index(drop=True)
 
 
 def _json(v):

@@ -276,7 +276,7 @@ def job_table(sweep_dir: Path):
     import pandas as pd
 
     rows = []
-    for job_dir in sorted((sweep_dir / "jobs").glob("*/")):
+    for job_dir in sorted(p for p in (sweep_dir / "jobs").iterdir() if p.is_dir()):
         info_path = job_dir / "job.json"
         if not info_path.exists():
             continue

@@ -1,0 +1,92 @@
+import math
+
+import pandas as pd
+import pytest
+
+from cnnlab import experiment as exp
+from cnnlab.errors import UsageError
+from cnnlab.sweep import validate_jobs
+
+
+def test_grid_expansion_is_the_cartesian_product_in_order():
+    jobs = exp.expand_grid(["data=digits", "model=lenet5,resnet8", "seed=0,1,2"])
+    assert len(jobs) == 6
+    assert jobs[0] == ["data=digits", "model=lenet5", "seed=0"]
+    assert jobs[-1] == ["data=digits", "model=resnet8", "seed=2"]
+
+
+def test_mean_ci_against_hand_computed_t_interval():
+    s = exp.mean_ci([0.1, 0.2, 0.3])
+    t_975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (table value)
+    assert s["mean"] == pytest.approx(0.2) and s["std"] == pytest.approx(0.1) and s["n"] == 3
+    assert s["ci_hi"] - s["mean"] == pytest.approx(t_975_2 * 0.1 / math.sqrt(3))
+    one = exp.mean_ci([0.5])
+    assert one["n"] == 1 and math.isinf(one["ci_hi"])
+    assert exp.mean_ci([float("nan")])["n"] == 0
+
+
+def _spec(**verdict):
+    return exp.ExperimentSpec(axes={"aug": ["all", "none"], "size": [10, 100]},
+                              verdict=exp.VerdictSpec(**verdict))
+
+
+def _rows(values):
+    rows = []
+    for (aug, size), accs in values.items():
+        rows += [{"aug": aug, "size": str(size), "seed": s, "test_acc": a} for s, a in enumerate(accs)]
+    return pd.DataFrame(rows)
+
+
+def test_greater_supported_not_supported_and_inconclusive():
+    spec = _spec(kind="greater", a={"aug": "all"}, b={"aug": "none"}, when={"size": 10})
+    clear_win = _rows({("all", 10): [0.80, 0.81, 0.82], ("none", 10): [0.60, 0.61, 0.62]})
+    assert exp.decide(spec, clear_win)["verdict"] == "supported"
+    clear_loss = _rows({("all", 10): [0.50, 0.51, 0.52], ("none", 10): [0.60, 0.61, 0.62]})
+    assert exp.decide(spec, clear_loss)["verdict"] == "not supported"
+    overlap = _rows({("all", 10): [0.50, 0.70, 0.60], ("none", 10): [0.55, 0.65, 0.60]})
+    result = exp.decide(spec, overlap)
+    assert result["verdict"] == "inconclusive" and "size=10" in result["text"]
+
+
+def test_greater_needs_every_when_cell():
+    spec = _spec(kind="greater", a={"aug": "all"}, b={"aug": "none"}, when={"size": [10, 100]})
+    mixed = _rows({("all", 10): [0.80, 0.81, 0.82], ("none", 10): [0.60, 0.61, 0.62],
+                   ("all", 100): [0.90, 0.91, 0.92], ("none", 100): [0.90, 0.92, 0.91]})
+    assert exp.decide(spec, mixed)["verdict"] == "inconclusive"
+
+
+def test_differ_supported_not_supported_and_inconclusive():
+    spec = _spec(kind="differ", by="aug", margin=0.05)
+    apart = _rows({("all", 10): [0.80, 0.81, 0.82], ("none", 10): [0.60, 0.61, 0.62]})
+    assert exp.decide(spec, apart)["verdict"] == "supported"
+    same = _rows({("all", 10): [0.800, 0.801, 0.802], ("none", 10): [0.801, 0.800, 0.802]})
+    assert exp.decide(spec, same)["verdict"] == "not supported"
+    noisy = _rows({("all", 10): [0.5, 0.9, 0.7], ("none", 10): [0.6, 0.8, 0.7]})
+    assert exp.decide(spec, noisy)["verdict"] == "inconclusive"
+
+
+def test_bad_experiment_files_fail_before_any_job(tmp_path):
+    bad_key = tmp_path / "bad_key.yaml"
+    bad_key.write_text("claim: C1\naxes: {model: [lenet5]}\nnope: 1\n")
+    with pytest.raises(UsageError, match="nope"):
+        exp.load(bad_key)
+    bad_rule = tmp_path / "bad_rule.yaml"
+    bad_rule.write_text("axes: {model: [lenet5, resnet8]}\n"
+                        "verdict: {kind: greater, a: {aug: flip}, b: {model: lenet5}}\n")
+    with pytest.raises(UsageError, match="verdict names column 'aug'"):
+        exp.load(bad_rule)
+    bad_choice = tmp_path / "bad_choice.yaml"
+    bad_choice.write_text("axes: {model: [lenet5, resnt8]}\n")
+    spec = exp.load(bad_choice)
+    with pytest.raises(UsageError, match="unknown model 'resnt8'"):
+        validate_jobs(exp.sweep_overrides(spec))
+
+
+@pytest.mark.parametrize("path", exp.list_experiments(), ids=lambda p: p.stem)
+def test_every_shipped_experiment_parses_and_its_quick_scale_composes(path):
+    spec = exp.load(path)
+    assert spec.claim.startswith("C") and spec.statement and len(spec.seeds) >= 3
+    jobs = validate_jobs(exp.sweep_overrides(spec, "quick"))
+    assert len(jobs) == math.prod(len(v) for v in spec.axes.values()) * len(spec.seeds)
+    assert "full" in spec.scales
+    validate_jobs(exp.sweep_overrides(spec, "full")[:1] + exp.sweep_overrides(spec, "full")[-1:])
