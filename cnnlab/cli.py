@@ -403,7 +403,7 @@ def experiments():
 @app.command("bench-sweep")
 @guarded
 def bench_sweep(jobs: int = typer.Option(8, "--jobs", help="Jobs in the grid."),
-                epochs: int = typer.Option(3, "--epochs", help="Epochs per job (longer jobs amortise worker start-up)."),
+                epochs: int = typer.Option(5, "--epochs", help="Epochs per job (longer jobs amortise worker start-up)."),
                 n_jobs: int = typer.Option(2, "--n-jobs", help="joblib processes.")):
     """Sweep overhead per job and joblib's parallel speed-up, measured side by side."""
     import logging

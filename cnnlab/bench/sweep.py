@@ -44,7 +44,7 @@ def per_job_overheads(jobs: list[dict]) -> list[float]:
     return out
 
 
-def run(jobs: int = 8, epochs: int = 3, n_jobs: int = 2, echo=print) -> dict:
+def run(jobs: int = 8, epochs: int = 5, n_jobs: int = 2, echo=print) -> dict:
     import importlib.util
 
     if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
