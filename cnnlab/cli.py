@@ -16,6 +16,7 @@ from typing import List, Optional
 import typer
 
 from cnnlab.config import GROUPS, conf_dir
+from cnnlab.tables import fmt, markdown_table, rich_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="cnnlab: a command-line lab for convolutional networks.")
@@ -131,17 +132,9 @@ def _print_summary(console, s: dict) -> None:
     for k in ("test_acc", "test_top5", "test_loss", "best_val_acc", "best_epoch", "train_acc",
               "epochs_run", "stopped_early", "params", "train_seconds", "images_per_sec",
               "wall_seconds", "peak_mem_mb", "device"):
-        table.add_row(k, _fmt(s.get(k)))
+        table.add_row(k, fmt(s.get(k)))
     console.print(table)
     console.print(f"run folder: {s['path']}")
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1 else f"{v:.5g}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)
 
 
 DEFAULT_COLUMNS = ["run_id", "status", "model", "data", "aug", "optim", "lr", "epochs", "seed",
@@ -188,7 +181,7 @@ def results(
         typer.echo(f"wrote {export}")
         return
     # Piped output is not cut to 80 columns; a terminal gets its own width.
-    Console(width=None if sys.stdout.isatty() else 250).print(_rich_table(df))
+    Console(width=None if sys.stdout.isatty() else 250).print(rich_table(df))
 
 
 def _export(df, path: Path) -> None:
@@ -200,24 +193,6 @@ def _export(df, path: Path) -> None:
         path.write_text(markdown_table(df), encoding="utf-8")
     else:
         raise UsageError(f"--export writes .csv or .md files, not '{path.suffix or path.name}'")
-
-
-def markdown_table(df) -> str:
-    header = "| " + " | ".join(str(c) for c in df.columns) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([header, rule, *rows]) + "\n"
-
-
-def _rich_table(df):
-    from rich.table import Table
-
-    table = Table(show_header=True, header_style="bold")
-    for c in df.columns:
-        table.add_column(str(c), justify="right" if df[c].dtype.kind in "if" else "left")
-    for row in df.itertuples(index=False):
-        table.add_row(*[_fmt(v) for v in row])
-    return table
 
 
 @app.command()
@@ -320,7 +295,6 @@ def sweep(
 
     from cnnlab import experiment as exp
     from cnnlab import sweep as sw
-    from cnnlab.errors import UsageError
 
     targets = list(targets or [])
     outputs = Path(os.environ.get("CNNLAB_OUTPUTS", "outputs"))
@@ -365,9 +339,9 @@ def _sweep_report(console, p, spec, plots: bool) -> None:
         console.print("no job finished")
         return
     status = r.jobs[[*r.axes, "status", *([p.metric] if p.metric in r.jobs else []), "error"]]
-    console.print(_rich_table(status.astype(object).where(status.notna(), "")))
+    console.print(rich_table(status.astype(object).where(status.notna(), "")))
     console.print(f"[bold]{p.metric}[/bold] (mean ± 95% CI half-width over seeds)")
-    console.print(_rich_table(report.table_view(r.summary, spec, r.axes)))
+    console.print(rich_table(report.table_view(r.summary, spec, r.axes)))
     if r.verdict:
         console.print(f"[bold]claim {r.verdict['claim']}: {r.verdict['verdict']}[/bold] - {r.verdict['text']}")
     console.print(f"report: {p.sweep_dir / 'report.md'}")
@@ -397,7 +371,7 @@ def experiments():
                      "jobs": jobs, "last verdict": verdict})
     import pandas as pd
 
-    Console(width=None if sys.stdout.isatty() else 200).print(_rich_table(pd.DataFrame(rows)))
+    Console(width=None if sys.stdout.isatty() else 200).print(rich_table(pd.DataFrame(rows)))
 
 
 @app.command("bench-sweep")

@@ -117,8 +117,6 @@ def cell_text(row) -> str:
 
 def table_view(summary, spec: Optional[ExperimentSpec], axes: list[str]):
     """The experiment's table layout (rows x cols of mean ± CI half-width) as a DataFrame."""
-    import pandas as pd
-
     groups = [a for a in axes if a != "seed"]
     if summary.empty or not groups:
         return summary
@@ -135,7 +133,7 @@ def table_view(summary, spec: Optional[ExperimentSpec], axes: list[str]):
 
 
 def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images) -> str:
-    from cnnlab.cli import markdown_table
+    from cnnlab.tables import markdown_table
 
     lines = [f"# Sweep {sweep_dir.name}", ""]
     if spec is not None:
