@@ -45,8 +45,13 @@ class ModelConfig:
     act: Optional[str] = None
     width: Optional[float] = None
     dropout: Optional[float] = None
-    stem: Optional[str] = None
+    stem: Optional[str] = None  # cifar (small inputs) | imagenet (224); None: chosen from the input size
     pool: Optional[str] = None
+    variant: Optional[str] = None  # a family's published variants (e.g. alexnet paper | owt)
+    lrn: Optional[bool] = None  # local response normalisation (AlexNet)
+    groups: Optional[int] = None  # grouped convolutions (AlexNet's two-GPU split: 2)
+    bottleneck: Optional[bool] = None  # 1x1 bottlenecks (GoogLeNet's inception module)
+    aux: Optional[bool] = None  # auxiliary classifier heads (GoogLeNet)
 
 
 @dataclass

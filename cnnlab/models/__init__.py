@@ -32,8 +32,19 @@ def register_model(name: str, family: str, default_input=(3, 32, 32)):
     return wrap
 
 
+NOT_FAMILIES = {"layers", "profile"}
+
+
 def _load_all() -> None:
-    from cnnlab.models import lenet, resnet  # noqa: F401  (registers the families)
+    """Import every family module of this package; their decorators fill the registry."""
+    import importlib
+    import pkgutil
+
+    import cnnlab.models as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name not in NOT_FAMILIES:
+            importlib.import_module(f"cnnlab.models.{info.name}")
 
 
 def list_models() -> dict[str, ModelEntry]:
@@ -51,6 +62,9 @@ def create(name: str, num_classes: int, in_chans: int = 3, input_size=None, **op
     fn = _REGISTRY[name].fn
     opts = {k: v for k, v in opts.items() if v is not None}
     accepted = inspect.signature(fn).parameters
+    if "stem" in accepted and "stem" not in opts and input_size is not None:
+        # small inputs (CIFAR, digits, shapes) get the family's small-image stem
+        opts["stem"] = "cifar" if max(input_size) < 96 else "imagenet"
     unknown = [k for k in opts if k not in accepted]
     if unknown:
         valid = [k for k in accepted if k not in ("num_classes", "in_chans", "input_size")]
