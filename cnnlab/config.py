@@ -52,6 +52,12 @@ class ModelConfig:
     groups: Optional[int] = None  # grouped convolutions (AlexNet's two-GPU split: 2)
     bottleneck: Optional[bool] = None  # 1x1 bottlenecks (GoogLeNet's inception module)
     aux: Optional[bool] = None  # auxiliary classifier heads (GoogLeNet)
+    growth_rate: Optional[int] = None  # DenseNet
+    compression: Optional[float] = None  # DenseNet transitions
+    memory_efficient: Optional[bool] = None  # DenseNet gradient checkpointing
+    expansion: Optional[int] = None  # MobileNetV2 inverted-residual expansion
+    drop_path: Optional[float] = None  # EfficientNet stochastic depth
+    padding: Optional[str] = None  # EfficientNet: same (TensorFlow) | symmetric
 
 
 @dataclass

@@ -61,8 +61,13 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
             if math.isnan(result.first_batch_at):
                 result.first_batch_at = time.time()
             with precision.autocast():
-                logits = model(x)
-                loss = criterion(logits, y)
+                out = model(x)
+                if isinstance(out, tuple):  # auxiliary heads (GoogLeNet) in training mode:
+                    logits = out[0]  # their losses weigh 0.3 (Szegedy et al. 2015, sec. 5)
+                    loss = criterion(logits, y) + 0.3 * sum(criterion(a, y) for a in out[1:])
+                else:
+                    logits = out
+                    loss = criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

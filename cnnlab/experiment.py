@@ -17,6 +17,11 @@ Verdict kinds (95% confidence intervals of the mean over seeds decide; overlappi
   supported if it lies below in any cell.
 - `differ`: metric differs across the levels of axis `by`. Supported if some two levels have
   disjoint intervals; not supported if all intervals fit within `margin` of each other.
+- `ensemble` (with `ensemble: true`): in every cell, the averaged softmax of the seeds' runs is
+  more accurate than the members' interval; not supported if it falls below it in any cell.
+
+Derived columns a rule may use besides the run metrics: `gap` (train_acc - test_acc) and, with
+`target: {metric: val_acc, value: 0.9}`, `epochs_to_target`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from typing import Any, Dict, List, Optional
 from cnnlab.errors import UsageError
 
 VERDICTS = ("supported", "not supported", "inconclusive")
+JOB_METRICS = ("test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
+               "best_epoch", "epochs_run", "train_seconds", "images_per_sec", "gap")
 
 
 @dataclass
@@ -51,6 +58,14 @@ class VerdictSpec:
 
 
 @dataclass
+class TargetSpec:
+    """Epochs until a per-epoch metric first reaches a value (the `epochs_to_target` column)."""
+
+    metric: str = "val_acc"
+    value: float = 0.9
+
+
+@dataclass
 class ExperimentSpec:
     claim: str = "?"
     statement: str = ""
@@ -61,6 +76,8 @@ class ExperimentSpec:
     table: TableSpec = field(default_factory=TableSpec)
     verdict: Optional[VerdictSpec] = None
     scales: Dict[str, List[str]] = field(default_factory=dict)
+    target: Optional[TargetSpec] = None
+    ensemble: bool = False  # also score the averaged softmax of each cell's seeds (C17)
     name: str = ""
     notes: str = ""
 
@@ -117,11 +134,20 @@ def check(spec: ExperimentSpec, where: str = "experiment") -> None:
     for name in (spec.table.rows, spec.table.cols):
         if name and name not in axes:
             raise UsageError(f"{where}: table axis '{name}' is not a swept axis ({', '.join(axes)})")
+    known = set(JOB_METRICS) | ({"epochs_to_target"} if spec.target else set())
+    if spec.metric not in known:
+        raise UsageError(f"{where}: metric '{spec.metric}' is not a column jobs produce "
+                         f"({', '.join(sorted(known))})")
     v = spec.verdict
     if v is None:
         return
-    if v.kind not in ("greater", "differ"):
-        raise UsageError(f"{where}: verdict kind '{v.kind}' is not one of: greater, differ")
+    if v.kind not in ("greater", "differ", "ensemble"):
+        raise UsageError(f"{where}: verdict kind '{v.kind}' is not one of: greater, differ, ensemble")
+    if v.metric and v.metric not in known:
+        raise UsageError(f"{where}: verdict names column '{v.metric}', which no job produces "
+                         f"({', '.join(sorted(known))})")
+    if v.kind == "ensemble" and not spec.ensemble:
+        raise UsageError(f"{where}: an 'ensemble' verdict needs ensemble: true")
     named = list(v.a) + list(v.b) + list(v.when) + ([v.by] if v.by else [])
     for key in named:
         if key not in axes:
@@ -201,11 +227,13 @@ def _select(df, cond: dict):
     return df if mask is None else df[mask]
 
 
-def decide(spec: ExperimentSpec, df) -> dict:
+def decide(spec: ExperimentSpec, df, ensembles=None) -> dict:
     """Apply the verdict rule to per-job rows; returns the verdict and the numbers behind it."""
     v = spec.verdict
     if v is None:
         return {"verdict": None, "text": "no verdict rule", "evidence": []}
+    if v.kind == "ensemble":
+        return _decide_ensemble(ensembles)
     metric = v.metric or spec.metric
     if metric not in df.columns:
         return {"verdict": "inconclusive", "text": f"no '{metric}' values (every job failed?)",
@@ -267,6 +295,25 @@ def _decide_differ(v: VerdictSpec, metric: str, df) -> dict:
     text = (f"{metric} by {v.by}: best {best} {_pm(usable[best])}, worst {worst} "
             f"{_pm(usable[worst])}; intervals span {spread:.4f} (margin {v.margin})")
     return {"verdict": verdict, "text": text, "evidence": levels}
+
+
+def _decide_ensemble(ensembles) -> dict:
+    """ensembles: rows with a cell label, the members' accuracies and the ensemble's accuracy."""
+    if ensembles is None or len(ensembles) == 0:
+        return {"verdict": "inconclusive", "text": "no ensemble could be scored", "evidence": []}
+    evidence, outcomes = [], []
+    for row in ensembles:
+        m = mean_ci(row["members"])
+        e = row["ensemble_acc"]
+        outcome = ("supported" if e > m["ci_hi"] else "not supported" if e < m["ci_lo"]
+                   else "inconclusive")
+        outcomes.append(outcome)
+        evidence.append({"cell": row["cell"], "members": m, "ensemble_acc": e, "outcome": outcome})
+    verdict = ("supported" if all(o == "supported" for o in outcomes) else
+               "not supported" if "not supported" in outcomes else "inconclusive")
+    text = "; ".join(f"{e['cell'] or 'all'}: ensemble {e['ensemble_acc']:.4f} vs members "
+                     f"{_pm(e['members'])}: {e['outcome']}" for e in evidence)
+    return {"verdict": verdict, "text": text, "evidence": evidence}
 
 
 def _pm(s: dict) -> str:

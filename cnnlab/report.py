@@ -33,7 +33,7 @@ def swept_axes(jobs, spec: Optional[ExperimentSpec]) -> list[str]:
         return [a for a in spec.axes if a in jobs.columns] + (["seed"] if "seed" in jobs.columns else [])
     metrics = {"test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
                "best_epoch", "epochs_run", "params", "train_seconds", "images_per_sec",
-               "overhead_seconds"}
+               "overhead_seconds", "gap", "epochs_to_target"}
     return [c for c in jobs.columns if c not in AXIS_EXCLUDE | metrics and jobs[c].nunique() > 1]
 
 
@@ -60,7 +60,7 @@ def build(sweep_dir: Path, spec: Optional[ExperimentSpec], metric: str = "test_a
     """Write results.csv, summary.csv, verdict.json, plots/ and report.md into the sweep folder."""
     from cnnlab.run import write_text_atomic
 
-    jobs = job_table(sweep_dir)
+    jobs = job_table(sweep_dir, spec.target if spec is not None else None)
     axes = swept_axes(jobs, spec) if not jobs.empty else []
     front = [*axes, "status"]
     if not jobs.empty:
@@ -69,15 +69,16 @@ def build(sweep_dir: Path, spec: Optional[ExperimentSpec], metric: str = "test_a
     jobs.to_csv(sweep_dir / "results.csv", index=False)
     summary = summarise(jobs, axes, metric)
     summary.to_csv(sweep_dir / "summary.csv", index=False)
+    ensembles = _ensembles(sweep_dir, jobs, axes) if spec is not None and spec.ensemble else None
     verdict = None
     if spec is not None and spec.verdict is not None:
         ok = jobs[jobs.status.isin(["done", "diverged"])] if not jobs.empty else jobs
-        verdict = decide(spec, ok)
+        verdict = decide(spec, ok, ensembles)
         verdict = {"claim": spec.claim, "statement": spec.statement, **verdict}
         write_text_atomic(sweep_dir / "verdict.json", json.dumps(verdict, indent=2, default=_json) + "\n")
     images = _plots(sweep_dir, jobs, summary, axes, metric) if plots and not summary.empty else []
     write_text_atomic(sweep_dir / "report.md", _markdown(sweep_dir, spec, jobs, summary, axes, metric,
-                                                         verdict, images))
+                                                         verdict, images, ensembles))
     return Report(jobs=jobs, summary=summary, axes=axes, verdict=verdict, path=sweep_dir)
 
 
@@ -101,6 +102,31 @@ def _sorted(jobs, axes: list[str], spec: Optional[ExperimentSpec]):
     order = pd.DataFrame({f"k{i}": k.values for i, k in enumerate(keys)}).sort_values(
         [f"k{i}" for i in range(len(keys))], kind="stable").index
     return jobs.iloc[order].reset_index(drop=True)
+
+
+def _ensembles(sweep_dir: Path, jobs, axes: list[str]) -> list[dict]:
+    """For each cell, the seeds' runs as one ensemble (averaged softmax on the test split)."""
+    import pandas as pd
+
+    from cnnlab.ensemble import ensemble_accuracy
+
+    if jobs.empty:
+        return []
+    groups = [a for a in axes if a != "seed"]
+    done = jobs[jobs.status == "done"]
+    out = []
+    for key, sub in (done.groupby(groups, sort=False) if groups else [((), done)]):
+        if len(sub) < 2:
+            continue
+        key = key if isinstance(key, tuple) else (key,)
+        result = ensemble_accuracy([sweep_dir / "jobs" / j / "run" for j in sub.job])
+        out.append({"cell": ",".join(f"{g}={k}" for g, k in zip(groups, key)), **result})
+    if out:
+        pd.DataFrame([{**{k: v for k, v in r.items() if k != "members"},
+                       "members_mean": sum(r["members"]) / len(r["members"]),
+                       "best_member": max(r["members"])} for r in out]).to_csv(
+            sweep_dir / "ensemble.csv", index=False)
+    return out
 
 
 def _json(v):
@@ -132,7 +158,7 @@ def table_view(summary, spec: Optional[ExperimentSpec], axes: list[str]):
     return table.reset_index()
 
 
-def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images) -> str:
+def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images, ensembles=None) -> str:
     from cnnlab.tables import markdown_table
 
     lines = [f"# Sweep {sweep_dir.name}", ""]
@@ -144,6 +170,14 @@ def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images) -> 
     lines += ["Jobs: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
     lines += [f"## {metric} (mean ± 95% CI half-width over seeds)", "",
               markdown_table(table_view(summary, spec, axes)), ""]
+    if ensembles:
+        import pandas as pd
+
+        lines += ["## Ensembles (averaged softmax of each cell's seeds, test split)", "",
+                  markdown_table(pd.DataFrame([{"cell": e["cell"] or "all", "members": e["n_members"],
+                                                "members mean": sum(e["members"]) / len(e["members"]),
+                                                "best member": max(e["members"]),
+                                                "ensemble": e["ensemble_acc"]} for e in ensembles])), ""]
     failed = jobs[jobs.status == "failed"] if not jobs.empty else jobs
     if not failed.empty:
         lines += ["## Failed jobs", ""]

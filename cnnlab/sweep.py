@@ -271,8 +271,21 @@ def launch(p: SweepPlan) -> None:
         GlobalHydra.instance().clear()
 
 
-def job_table(sweep_dir: Path):
-    """One row per job folder: its overrides as columns, status, error and run summary."""
+def epochs_to_target(metrics_csv: Path, metric: str, value: float) -> float:
+    """The first epoch whose `metric` reaches `value`; epochs run + 1 if none did (censored)."""
+    import pandas as pd
+
+    m = pd.read_csv(metrics_csv)
+    hit = m.index[m[metric] >= value] if metric in m else []
+    return float(m.epoch[hit[0]]) if len(hit) else float(len(m) + 1)
+
+
+def job_table(sweep_dir: Path, target=None):
+    """One row per job folder: its overrides as columns, status, error and run summary.
+
+    Derived columns: `gap` = train_acc - test_acc (overfitting), and with a target spec
+    `epochs_to_target` (see epochs_to_target).
+    """
     import pandas as pd
 
     rows = []
@@ -295,5 +308,10 @@ def job_table(sweep_dir: Path):
                       "best_epoch", "epochs_run", "params", "train_seconds", "images_per_sec",
                       "overhead_seconds"):
                 row[k] = summary.get(k)
+            if row.get("train_acc") is not None and row.get("test_acc") is not None:
+                row["gap"] = row["train_acc"] - row["test_acc"]
+            if target is not None and (job_dir / "run" / "metrics.csv").exists():
+                row["epochs_to_target"] = epochs_to_target(job_dir / "run" / "metrics.csv",
+                                                           target.metric, target.value)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -86,6 +86,9 @@ def build_parts(cfg) -> Parts:
         torch.set_num_threads(cfg.trainer.threads)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     bundle = data.create(cfg.data)
+    entry = models.list_models().get(cfg.model.name)
+    if entry is not None and entry.kind != "classifier":
+        raise UsageError(f"{cfg.model.name} is a building block for `cnnlab models show`, not a classifier")
     torch.manual_seed(cfg.seed)  # model init must not depend on what data loading drew
     opts = {k: v for k, v in cfg.model.items() if k != "name"}
     model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,

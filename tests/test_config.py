@@ -31,7 +31,7 @@ def test_every_group_option_composes(group):
 
 
 @pytest.mark.parametrize("override, fragment", [
-    (["model=nope"], "unknown model 'nope'; choose from: lenet5"),
+    (["model=nope"], "unknown model 'nope'; choose from: alexnet"),
     (["trainer=nope"], "unknown trainer 'nope'"),
     (["trainer.nope=1"], "unknown key 'trainer.nope'"),
     (["nope=1"], "unknown key 'nope'"),

@@ -142,3 +142,9 @@ def test_plain_progress_prints_one_line_per_epoch(capsys):
     train(tiny("data=digits", "model=lenet5", "trainer.progress=plain", "trainer.epochs=3"))
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch")]
     assert len(lines) == 3 and "val loss" in lines[0] and "img/s" in lines[0]
+
+
+def test_auxiliary_heads_train_and_evaluate():
+    s = train(tiny("data=shapes", "data.num_train=200", "data.num_test=50", "model=googlenet",
+                   "model.aux=true", "model.width=0.25", "trainer.epochs=1"))
+    assert s["status"] == "done" and 0 <= s["test_acc"] <= 1

@@ -19,17 +19,25 @@ class ModelEntry:
     family: str
     fn: Callable[..., Any]
     default_input: tuple[int, int, int]  # (C, H, W) the architecture was designed for
+    kind: str = "classifier"  # or "block": a building block to inspect, not to train
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, family: str, default_input=(3, 32, 32)):
+def register_model(name: str, family: str, default_input=(3, 32, 32), kind: str = "classifier"):
     def wrap(fn):
-        _REGISTRY[name] = ModelEntry(name, family, fn, tuple(default_input))
+        _REGISTRY[name] = ModelEntry(name, family, fn, tuple(default_input), kind)
         return fn
 
     return wrap
+
+
+def _natural(text: str) -> list:
+    """resnet8 < resnet20 < resnet110."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 NOT_FAMILIES = {"layers", "profile"}
@@ -47,9 +55,11 @@ def _load_all() -> None:
             importlib.import_module(f"cnnlab.models.{info.name}")
 
 
-def list_models() -> dict[str, ModelEntry]:
+def list_models(kind: str | None = None) -> dict[str, ModelEntry]:
+    """Registered models, family by family in natural name order; optionally of one kind."""
     _load_all()
-    return dict(sorted(_REGISTRY.items()))
+    entries = sorted(_REGISTRY.values(), key=lambda e: (e.kind != "classifier", e.family, _natural(e.name)))
+    return {e.name: e for e in entries if kind is None or e.kind == kind}
 
 
 def create(name: str, num_classes: int, in_chans: int = 3, input_size=None, **opts):

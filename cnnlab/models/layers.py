@@ -23,8 +23,10 @@ def make_norm(kind: str, channels: int, groups: int = 32) -> nn.Module:
         return nn.GroupNorm(1, channels)
     if kind == "in":  # instance norm is group norm with one channel per group
         return nn.GroupNorm(channels, channels)
-    if kind == "lrn":  # AlexNet sec. 3.3: size 5, alpha 1e-4, beta 0.75, k 2
-        return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
+    if kind == "lrn":
+        # AlexNet sec. 3.3: n=5, alpha=1e-4, beta=0.75, k=2. PyTorch divides alpha by n (as
+        # cuda-convnet and Caffe do) and the paper's formula does not, so pass alpha * n.
+        return nn.LocalResponseNorm(5, alpha=1e-4 * 5, beta=0.75, k=2.0)
     if kind == "none":
         return nn.Identity()
     raise UsageError(f"unknown norm '{kind}'; choose from: {', '.join(NORMS)}")
