@@ -221,8 +221,8 @@ def _list_models(fmt_: str) -> None:
             model = registry.create(name, num_classes=1000 if h >= 96 else 10, in_chans=c, input_size=(h, w))
         p = profile(model, entry.default_input)
         rows.append({"model": name, "family": entry.family, "input": f"{c}x{h}x{w}",
-                     "classes": 1000 if h >= 96 else 10, "params": p.total_params,
-                     "MACs": p.total_macs})
+                     "classes": (1000 if h >= 96 else 10) if entry.kind == "classifier" else "-",
+                     "params": p.total_params, "MACs": p.total_macs})
     _emit(pd.DataFrame(rows), fmt_)
 
 

@@ -154,6 +154,8 @@ def table_view(summary, spec: Optional[ExperimentSpec], axes: list[str]):
     if cols is None or len(groups) > 2:
         return view[[*groups, "value"]]
     table = view.pivot(index=rows, columns=cols, values="value")
+    # pivot sorts labels as strings (2, 64, 8); keep the order of the sorted summary instead
+    table = table.reindex(index=list(dict.fromkeys(view[rows])), columns=list(dict.fromkeys(view[cols])))
     table.columns = [f"{cols}={c}" for c in table.columns]
     return table.reset_index()
 

@@ -96,6 +96,8 @@ def sweep_job(cfg) -> float:
         if run_dir.exists():  # a failed or interrupted attempt: start this job afresh
             shutil.rmtree(run_dir)
         summary = train(cfg, run_dir=run_dir, job_started=started)
+        if metric not in summary:  # a derived column (gap, epochs_to_target) comes later
+            metric = "test_acc"
         value = float(summary.get(metric, math.nan))
         write_job(job_dir, status=summary["status"], ended=time.time(), metric=value,
                   overhead_seconds=summary.get("overhead_seconds"))
@@ -157,10 +159,13 @@ def validate_jobs(task_overrides: list[str]) -> list[list[str]]:
     from cnnlab.config import compose
     from cnnlab.experiment import expand_grid
 
+    from cnnlab.models import check_options
+
     jobs = expand_grid(task_overrides)
     for job in jobs:
         try:
-            compose(job)
+            cfg = compose(job)
+            check_options(cfg.model.name, {k: v for k, v in cfg.model.items() if k != "name"})
         except UsageError as exc:
             raise UsageError(f"job [{' '.join(job)}]: {exc}") from exc
     return jobs

@@ -141,3 +141,13 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(outputs):
 def test_experiments_command_lists_claims():
     out = runner.invoke(app, ["experiments"])
     assert out.exit_code == 0 and "C18" in out.output and "C12" in out.output
+
+
+def test_table_view_keeps_numeric_axis_order():
+    from cnnlab.report import table_view
+
+    summary = pd.DataFrame({"bs": ["2", "8", "64", "2", "8", "64"], "norm": ["bn"] * 3 + ["gn"] * 3,
+                            "mean": [0.5] * 6, "std": [0.1] * 6, "n": [3] * 6,
+                            "ci_lo": [0.4] * 6, "ci_hi": [0.6] * 6})
+    view = table_view(summary, None, ["bs", "norm", "seed"])
+    assert view["bs"].tolist() == ["2", "8", "64"] and list(view.columns) == ["bs", "norm=bn", "norm=gn"]

@@ -62,23 +62,31 @@ def list_models(kind: str | None = None) -> dict[str, ModelEntry]:
     return {e.name: e for e in entries if kind is None or e.kind == kind}
 
 
-def create(name: str, num_classes: int, in_chans: int = 3, input_size=None, **opts):
-    """Build architecture `name`; `input_size` (H, W) lets fixed-size families adapt."""
+def check_options(name: str, opts: dict) -> dict:
+    """The options `name` receives (those set, not None); UsageError for unknown names/options."""
     import inspect
 
     _load_all()
     if name not in _REGISTRY:
-        raise UsageError(f"unknown model '{name}'; choose from: {', '.join(sorted(_REGISTRY))}")
-    fn = _REGISTRY[name].fn
+        raise UsageError(f"unknown model '{name}'; choose from: {', '.join(list_models())}")
     opts = {k: v for k, v in opts.items() if v is not None}
-    accepted = inspect.signature(fn).parameters
-    if "stem" in accepted and "stem" not in opts and input_size is not None:
-        # small inputs (CIFAR, digits, shapes) get the family's small-image stem
-        opts["stem"] = "cifar" if max(input_size) < 96 else "imagenet"
+    accepted = inspect.signature(_REGISTRY[name].fn).parameters
     unknown = [k for k in opts if k not in accepted]
     if unknown:
         valid = [k for k in accepted if k not in ("num_classes", "in_chans", "input_size")]
         raise UsageError(f"model {name} has no option '{unknown[0]}'; its options: {', '.join(valid)}")
+    return opts
+
+
+def create(name: str, num_classes: int, in_chans: int = 3, input_size=None, **opts):
+    """Build architecture `name`; `input_size` (H, W) lets fixed-size families adapt."""
+    import inspect
+
+    opts = check_options(name, opts)
+    fn = _REGISTRY[name].fn
+    if "stem" in inspect.signature(fn).parameters and "stem" not in opts and input_size is not None:
+        # small inputs (CIFAR, digits, shapes) get the family's small-image stem
+        opts["stem"] = "cifar" if max(input_size) < 96 else "imagenet"
     return fn(num_classes=num_classes, in_chans=in_chans, input_size=input_size, **opts)
 
 
