@@ -25,8 +25,8 @@ Options:
   width     scales every conv's filters and the FC hidden units.
 Both variants end with AdaptiveAvgPool2d((6, 6)) as torchvision does, so other input sizes
 work (the paper variant's maps are already 6x6 at 227x227, where it is an identity). Weights
-keep PyTorch's default initialisation, as torchvision does, rather than the paper's N(0, 0.01)
-with biases of 1.
+are initialised as torchvision initialises VGG (He-normal convs, N(0, 0.01) linear layers, zero
+biases; see _init_weights), not the paper's N(0, 0.01) everywhere with biases of 1.
 
 `zfnet` (input 3x224x224, Zeiler & Fergus 2014, Fig. 3): AlexNet with a 7x7 stride-2 conv1 of
 96 filters (the paper's fix for the aliasing it saw in AlexNet's 11x11/4 filters), a 5x5
@@ -153,7 +153,24 @@ def _build(arch: str, spec, num_classes: int, in_chans: int, stem: str, norm: st
             nn.Linear(flat, hidden), make_act(act), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), make_act(act), nn.Dropout(dropout),
             nn.Linear(hidden, num_classes))
-    return AlexNet(nn.Sequential(*layers), avgpool, classifier)
+    model = AlexNet(nn.Sequential(*layers), avgpool, classifier)
+    _init_weights(model)
+    return model
+
+
+def _init_weights(model: nn.Module) -> None:
+    """He et al. 2015 normal init for the ReLU convs, N(0, 0.01) for the linear layers (the
+    paper's std), zero biases: as torchvision initialises VGG. With PyTorch's default init
+    (uniform, gain 1/sqrt(3)) the signal shrinks through these 8 unnormalised layers and a
+    network trained from scratch for a few epochs stays at chance."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
 
 
 @register_model("alexnet", family="alexnet", default_input=(3, 227, 227))
