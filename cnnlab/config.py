@@ -62,10 +62,26 @@ class ModelConfig:
 
 @dataclass
 class AugConfig:
+    # Ops run in list order on the whole batch (see cnnlab/augment.py for each op's definition).
     name: str = "none"
     ops: List[str] = field(default_factory=list)
-    flip_p: float = 0.5
-    crop_padding: int = 4
+    flip_p: float = 0.5  # horizontal mirror probability (Krizhevsky et al. 2012, sec. 4.1)
+    crop_padding: int = 4  # zero pad, then crop back (He et al. 2016, sec. 4.2: 4 px on CIFAR)
+    # random-resized-crop: torchvision RandomResizedCrop defaults, from Szegedy et al. 2015, sec. 6
+    scale_min: float = 0.08  # fraction of the image area kept, lower bound
+    scale_max: float = 1.0
+    ratio_min: float = 0.75  # crop aspect ratio w/h, drawn log-uniformly in [3/4, 4/3]
+    ratio_max: float = 1.3333333333333333
+    # colour jitter: factor ~ U[max(0, 1 - s), 1 + s] as torchvision ColorJitter defines it;
+    # 0.4 each as in fb.resnet.torch's ImageNet recipe (Gross & Wilber 2016)
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    pca_std: float = 0.1  # PCA lighting: alpha ~ N(0, 0.1) (Krizhevsky et al. 2012, sec. 4.1)
+    cutout_size: int = 16  # 16 on CIFAR-10, 8 on CIFAR-100 (DeVries & Taylor 2017, sec. 4)
+    mixup_alpha: float = 0.2  # Beta(a, a); 0.1-0.4 on ImageNet (Zhang et al. 2018, sec. 3.1)
+    cutmix_alpha: float = 1.0  # lambda ~ Beta(1, 1) = U(0, 1) (Yun et al. 2019, sec. 4)
+    mix_mode: str = "sample"  # sample: lambda per image | batch: one per batch (Zhang's code)
 
 
 @dataclass

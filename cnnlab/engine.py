@@ -75,9 +75,11 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
             optimizer.step()
             if sched_when == "step":
                 scheduler.step()
-            loss_sum += loss.detach().double() * y.numel()
-            correct += topk_correct(logits.detach(), y, ks=(1,))[0]
-            seen += y.numel()
+            n = x.shape[0]
+            loss_sum += loss.detach().double() * n
+            hard = y.argmax(1) if y.dim() == 2 else y  # soft targets after mixup/cutmix
+            correct += topk_correct(logits.detach(), hard, ks=(1,))[0]
+            seen += n
             if b % report_every == 0 or b == len(train_loader):
                 elapsed = time.perf_counter() - start
                 progress.batch(b, loss_sum.item() / seen, correct.item() / seen, seen / elapsed)

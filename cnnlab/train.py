@@ -98,12 +98,14 @@ def build_parts(cfg) -> Parts:
     model = model.to(device=device, dtype=prec.param_dtype)
     if cfg.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    aug = augment.create(cfg.aug)
+    aug = augment.create(cfg.aug, train_images=bundle.train.images if bundle.train.in_memory
+                         else bundle.train.dataset)
     common = dict(bundle=bundle, device=device, seed=cfg.seed, channels_last=cfg.trainer.channels_last,
                   workers=cfg.data.workers, dtype=prec.param_dtype)
     parts = Parts(
         bundle=bundle, model=model, device=device, precision=prec,
-        train_loader=make_loader(bundle.train, cfg.trainer.batch_size, train=True, augment=aug, **common),
+        train_loader=make_loader(bundle.train, cfg.trainer.batch_size, train=True, augment=aug,
+                                 num_classes=bundle.num_classes, **common),
         val_loader=make_loader(bundle.val, cfg.trainer.eval_batch_size, train=False, **common),
         test_loader=make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, **common),
     )

@@ -148,3 +148,10 @@ def test_auxiliary_heads_train_and_evaluate():
     s = train(tiny("data=shapes", "data.num_train=200", "data.num_test=50", "model=googlenet",
                    "model.aux=true", "model.width=0.25", "trainer.epochs=1"))
     assert s["status"] == "done" and 0 <= s["test_acc"] <= 1
+
+
+@pytest.mark.parametrize("preset", ["alexnet", "mixup", "cutmix", "strong"])
+def test_augmentation_presets_train_end_to_end(preset):
+    s = train(tiny("data=shapes", "data.num_train=200", "data.num_test=50", "model=lenet5",
+                   f"aug={preset}", "trainer.epochs=1"))
+    assert s["status"] == "done" and 0 <= s["train_acc"] <= 1

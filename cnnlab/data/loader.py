@@ -27,22 +27,28 @@ class _BatchPath:
     """What both loaders do to a uint8 batch on the device: augment, then normalise."""
 
     def __init__(self, mean, std, device, augment: Optional[Augment], channels_last: bool,
-                 dtype=torch.float32):
+                 dtype=torch.float32, num_classes: Optional[int] = None):
         self.device = torch.device(device)
         self.dtype = dtype
+        self.num_classes = num_classes
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.augment = augment
         self.channels_last = channels_last
 
-    def finish(self, x_u8: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+    def finish(self, x_u8: torch.Tensor, gen: Optional[torch.Generator], y: torch.Tensor):
+        """(normalised images, targets): targets are soft (N, classes) after mixup/cutmix."""
         x = x_u8.to(self.device, non_blocking=True).float().div_(255)
+        y = y.to(self.device, non_blocking=True)
         if self.augment is not None:
-            x = self.augment(x, gen)
+            if getattr(self.augment, "mixes", False):
+                x, y = self.augment(x, gen, y, self.num_classes)
+            else:
+                x = self.augment(x, gen)
         x = ((x - self.mean) / self.std).to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return x, y
 
 
 class InMemoryLoader:
@@ -55,8 +61,8 @@ class InMemoryLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  mean, std, device="cpu", shuffle: bool = False, drop_last: bool = False,
                  seed: int = 0, augment: Optional[Augment] = None, channels_last: bool = False,
-                 rank: int = 0, world: int = 1, dtype=torch.float32):
-        self.path = _BatchPath(mean, std, device, augment, channels_last, dtype)
+                 rank: int = 0, world: int = 1, dtype=torch.float32, num_classes: Optional[int] = None):
+        self.path = _BatchPath(mean, std, device, augment, channels_last, dtype, num_classes)
         self.images = images.to(self.path.device)
         self.labels = labels.to(self.path.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
@@ -88,7 +94,7 @@ class InMemoryLoader:
         gen = _epoch_generator(self.seed + 1, self.epoch, self.path.device) if self.path.augment else None
         for b in range(self.start_batch, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self.path.finish(self.images[idx], gen), self.labels[idx]
+            yield self.path.finish(self.images[idx], gen, self.labels[idx])
 
 
 class StreamLoader:
@@ -97,8 +103,8 @@ class StreamLoader:
     def __init__(self, dataset, labels: torch.Tensor, batch_size: int, *, mean, std, device="cpu",
                  shuffle: bool = False, drop_last: bool = False, seed: int = 0,
                  augment: Optional[Augment] = None, channels_last: bool = False, workers: int = 2,
-                 rank: int = 0, world: int = 1, dtype=torch.float32):
-        self.path = _BatchPath(mean, std, device, augment, channels_last, dtype)
+                 rank: int = 0, world: int = 1, dtype=torch.float32, num_classes: Optional[int] = None):
+        self.path = _BatchPath(mean, std, device, augment, channels_last, dtype, num_classes)
         self.dataset, self.labels = dataset, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.workers, self.rank, self.world = seed, workers, rank, world
@@ -124,12 +130,12 @@ class StreamLoader:
                             generator=_epoch_generator(self.seed + 2, self.epoch))
         gen = _epoch_generator(self.seed + 1, self.epoch, self.path.device) if self.path.augment else None
         for x, y in loader:
-            yield self.path.finish(x, gen), y.to(self.path.device, non_blocking=True)
+            yield self.path.finish(x, gen, y)
 
 
 def make_loader(split, batch_size: int, *, train: bool, bundle, device, seed: int,
                 augment: Optional[Augment] = None, channels_last: bool = False, workers: int = 2,
-                rank: int = 0, world: int = 1, dtype=torch.float32):
+                rank: int = 0, world: int = 1, dtype=torch.float32, num_classes: Optional[int] = None):
     """A loader for one split: shuffled, augmented and with full batches only when training."""
     # Every sample once per epoch; only a lone last sample is dropped (batch norm needs two).
     n = len(split) // world
@@ -137,7 +143,7 @@ def make_loader(split, batch_size: int, *, train: bool, bundle, device, seed: in
     kw = dict(mean=bundle.mean, std=bundle.std, device=device, shuffle=train,
               drop_last=drop_last, seed=seed,
               augment=augment if train else None, channels_last=channels_last,
-              rank=rank, world=world, dtype=dtype)
+              rank=rank, world=world, dtype=dtype, num_classes=num_classes)
     if split.in_memory:
         return InMemoryLoader(split.images, split.labels, batch_size, **kw)
     return StreamLoader(split.dataset, split.labels, batch_size, workers=workers, **kw)

@@ -1,0 +1,182 @@
+"""Test-time views (cnnlab.views), view-averaged evaluation and `cnnlab eval`."""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torchvision.transforms import v2
+from typer.testing import CliRunner
+
+import cnnlab.cli_eval  # noqa: F401  (registers `eval` until cli.py imports it)
+from cnnlab import views as vw
+from cnnlab.cli import app
+from cnnlab.errors import UsageError
+from cnnlab.evaluate import bench_tencrop, evaluate, predict_views
+from conftest import tiny
+
+runner = CliRunner()
+
+
+def _arange(n=2, c=3, h=32, w=32):
+    return torch.arange(n * c * h * w, dtype=torch.float32).view(n, c, h, w)
+
+
+@pytest.mark.parametrize("h, w, crop", [(32, 32, 28), (33, 35, 28), (32, 32, 32), (9, 12, 5), (8, 8, 7)])
+def test_tencrop_boxes_equal_torchvisions(h, w, crop):
+    x = _arange(2, 3, h, w)
+    ours = vw.tencrop(x, crop)
+    assert ours.shape == (2, 10, 3, crop, crop)
+    for i in range(2):
+        theirs = v2.TenCrop(crop)(x[i])
+        assert len(theirs) == 10
+        for k in range(10):
+            assert torch.equal(ours[i, k], theirs[k]), (i, k)
+        assert torch.equal(vw.center(x, crop)[i, 0], v2.CenterCrop(crop)(x[i]))
+
+
+def test_view_counts_and_shapes():
+    x = torch.rand(3, 3, 32, 32)
+    assert vw.make_views(x, "center", 28).shape == (3, 1, 3, 28, 28)
+    assert vw.make_views(x, "tencrop", 28).shape == (3, 10, 3, 28, 28)
+    scales = [24, 32, 40]  # 24 < crop: resized up to the crop, still ten views
+    assert vw.make_views(x, "multiscale", 28, scales).shape == (3, 30, 3, 28, 28)
+    assert [vw.num_views(m, scales) for m in ("center", "tencrop", "multiscale")] == [1, 10, 30]
+    # chunks bound the views per block and cover the batch in order
+    blocks = list(vw.iter_view_chunks(torch.rand(7, 3, 32, 32), "tencrop", 28, chunk=25))
+    assert [b.shape[0] for b in blocks] == [2, 2, 2, 1]
+    blocks = list(vw.iter_view_chunks(torch.rand(512, 1, 8, 8), "tencrop", 6, chunk=512))
+    assert len(blocks) == 11 and max(b.shape[0] for b in blocks) * 10 <= 512
+    with pytest.raises(UsageError):
+        vw.make_views(x, "fivecrop", 28)
+
+
+def test_center_of_crop_sized_image_is_identity():
+    x = torch.rand(4, 3, 28, 28)
+    out = vw.make_views(x, "center", 28)
+    assert torch.equal(out[:, 0], x)
+
+
+def test_crop_rule():
+    assert vw.geometry((32, 32)) == (28, None)
+    assert vw.geometry((64, 64)) == (60, None)
+    assert vw.geometry((8, 8)) == (8, None)  # under 16 px: the whole image
+    assert vw.geometry((32, 32), 30) == (30, None)
+    assert vw.geometry((224, 224)) == (224, 256)  # shorter side to 224 / 0.875
+    assert vw.geometry((160, 160), 128) == (128, 146)
+    with pytest.raises(UsageError):
+        vw.geometry((32, 32), 40)
+    # large images: resize, then crop
+    x = torch.rand(1, 3, 224, 300)
+    assert vw.make_views(x, "center", 224, resize=256).shape == (1, 1, 3, 224, 224)
+
+
+class _Constant(torch.nn.Module):
+    """Ignores its input: every view gets the same logits."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor(logits))
+
+    def forward(self, x):
+        return self.logits.expand(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("average", ["softmax", "logits"])
+@pytest.mark.parametrize("mode, scales", [("center", ()), ("tencrop", ()), ("multiscale", (24, 32))])
+def test_constant_model_keeps_its_prediction(average, mode, scales):
+    logits = [0.5, 2.0, -1.0, 0.0, 1.0, 0.3, -0.2]
+    model = _Constant(logits)
+    y = torch.tensor([1, 1, 0, 4, 1, 2])
+    loader = [(torch.rand(6, 3, 32, 32), y)]
+    m = predict_views(model, loader, mode, 28, scales, average=average, chunk=16)
+    logp = torch.tensor(logits).log_softmax(0)
+    assert m["n"] == 6 and m["views"] == vw.num_views(mode, scales)
+    assert m["top1"] == pytest.approx(3 / 6)  # argmax is class 1
+    assert m["top5"] == pytest.approx(5 / 6)  # class 2 (-1.0) is outside the top five
+    assert m["nll"] == pytest.approx(float(-logp[y].mean()), abs=1e-5)
+    assert m["ms_per_image"] > 0
+
+
+def test_top5_is_nan_with_five_classes_and_engine_path_still_works():
+    model = _Constant([0.0, 1.0, 2.0, 3.0, 4.0])
+    loader = [(torch.rand(4, 1, 16, 16), torch.tensor([4, 4, 0, 1]))]
+    assert math.isnan(predict_views(model, loader, "tencrop", 12)["top5"])
+    e = evaluate(model, loader)  # the engine's call: whole image, keys unchanged
+    assert set(e) == {"loss", "acc", "top5", "n", "seconds"} and e["acc"] == 0.5
+    e10 = evaluate(model, loader, views="tencrop")
+    assert e10["acc"] == 0.5 and e10["loss"] == pytest.approx(e["loss"], abs=1e-5)
+    with pytest.raises(UsageError):
+        evaluate(model, loader, views="fivecrop")
+
+
+def test_bench_ratio_is_positive():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    ratio = bench_tencrop(model, torch.rand(16, 3, 32, 32), 28)
+    assert 0 < ratio < 100
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory):
+    from cnnlab.train import train
+
+    out = tmp_path_factory.mktemp("trained")
+    s = train(tiny("data=digits", "model=lenet5", "trainer.epochs=1", f"outputs={out}"))
+    return s["path"]
+
+
+def test_eval_end_to_end_writes_rows_and_prints_table(lenet_run, outputs):
+    res = runner.invoke(app, ["eval", lenet_run, "--tencrop", "--multiscale", "6,8,10"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    for fragment in ("center", "tencrop", "multiscale 6,8,10", "views/image", "top1", "nll", "ms/image"):
+        assert fragment in res.output
+    df = pd.read_csv(outputs / "results.csv")
+    assert list(df["eval_mode"]) == ["center", "tencrop", "multiscale"]
+    assert list(df["eval_views"]) == [1, 10, 30]
+    assert (df["status"] == "eval").all() and (df["model"] == "lenet5").all()
+    assert list(df["eval"]) == ["center", "tencrop", "multiscale"]
+    assert df["eval_top1"].between(0, 1).all() and (df["eval_crop"] == 8).all()
+    # the centre view of 8x8 digits is the whole image: it reproduces the training test_acc
+    trained = pd.read_csv(Path(lenet_run).parents[1] / "results.csv")
+    assert df["eval_top1"][0] == pytest.approx(trained["test_acc"][0])
+
+    res = runner.invoke(app, ["eval", lenet_run, "--split", "val", "--average", "logits", "--crop", "7"])
+    assert res.exit_code == 2 and "cannot take 7x7" in res.output  # LeNet-5 pads to exactly 32
+    res = runner.invoke(app, ["eval", lenet_run, "--bench"])
+    assert res.exit_code == 0 and "ten-crop / centre time per image" in res.output
+
+
+def test_eval_falls_back_to_whole_image_when_model_cannot_take_the_crop(tmp_path, outputs):
+    from cnnlab.train import train
+
+    s = train(tiny("model=lenet5", "trainer.epochs=1", "data.num_train=64", "data.num_test=16"))
+    res = runner.invoke(app, ["eval", s["path"]], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "cannot take 28x28" in res.output and "whole 32x32" in res.output
+
+
+@pytest.mark.parametrize("name, code, fragment", [
+    ("absent", 1, "no run folder"),
+    ("file.pt", 1, "is a file"),
+    ("", 1, "no config.yaml"),
+])
+def test_bad_run_dir_is_one_line(tmp_path, name, code, fragment):
+    (tmp_path / "file.pt").write_bytes(b"x")
+    res = runner.invoke(app, ["eval", str(tmp_path / name)])
+    assert res.exit_code == code
+    assert fragment in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_foreign_checkpoint_is_one_line(lenet_run, tmp_path):
+    import shutil
+
+    fake = tmp_path / "fake"
+    shutil.copytree(lenet_run, fake)
+    torch.save({"weights": torch.zeros(3)}, fake / "checkpoints" / "best.pt")
+    res = runner.invoke(app, ["eval", str(fake)])
+    assert res.exit_code == 1 and "not a cnnlab run" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = runner.invoke(app, ["eval", lenet_run, "--multiscale", "a,b"])
+    assert res.exit_code == 2 and "--multiscale" in res.stderr
