@@ -91,7 +91,6 @@ def eval_run(
     if multiscale is not None and not scales:
         raise UsageError("--multiscale takes comma-separated sizes like 28,32,40")
 
-    import torch
     from omegaconf import OmegaConf
 
     from cnnlab import results

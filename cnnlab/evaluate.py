@@ -35,7 +35,7 @@ def evaluate(model, loader, *, criterion=None, views: str = "center", autocast=N
 
     import torch
 
-    if views.split(":", 1)[0] not in VIEWS or (views.startswith("multiscale") and ":" not in views):
+    if views not in ("center", "tencrop") and not views.startswith("multiscale:"):
         raise UsageError(f"unknown eval views '{views}'; choose from: center, tencrop, "
                          "multiscale:S1,S2,...")
     if views != "center":
