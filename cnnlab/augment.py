@@ -21,7 +21,9 @@ that runs the preset's ops in list order and returns
 Ops (parameters are `cfg` fields, defaults and sources in cnnlab.config.AugConfig)
 ----
 flip     horizontal mirror with probability flip_p.
-crop     zero-pad by crop_padding, random crop back to H x W (He et al. 2016, sec. 4.2).
+crop     zero-pad by crop_padding, random crop back to H x W (He et al. 2016, sec. 4.2), or with
+         crop_size N > 0 a random N x N crop, so the batch shrinks to N x N (AlexNet's random
+         224 crops of 256 images; `input_size` tells the training input size).
 scale    random-resized-crop: a box of area fraction U[scale_min, scale_max] and log-uniform aspect
          ratio in [ratio_min, ratio_max], drawn as torchvision's RandomResizedCrop does (10 tries,
          then a centre crop), resampled back to H x W with bilinear interpolation in one
@@ -123,18 +125,23 @@ def make_flip(cfg: Any, **_):
 @register_op("crop")
 def make_crop(cfg: Any, **_):
     pad = int(cfg.crop_padding)
+    size = int(getattr(cfg, "crop_size", 0) or 0)
     _check(pad >= 0, f"aug.crop_padding must be >= 0, got {pad}")
+    _check(size >= 0, f"aug.crop_size must be >= 0 (0: the image size), got {size}")
 
     def crop(x, gen):
         n, c, h, w = x.shape
+        oh, ow = (size, size) if size else (h, w)
         ph, pw = h + 2 * pad, w + 2 * pad
+        _check(oh <= ph and ow <= pw, f"aug.crop_size={size} is larger than the {h}x{w} images "
+                                      f"plus aug.crop_padding={pad} on each side")
         padded = F.pad(x, (pad, pad, pad, pad)).reshape(n, c, ph * pw)
-        oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
-        ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen, device=x.device)
+        oy = torch.randint(0, ph - oh + 1, (n,), generator=gen, device=x.device)
+        ox = torch.randint(0, pw - ow + 1, (n,), generator=gen, device=x.device)
         # one gather over flat indices: row r, col q of the crop is padded pixel (oy+r, ox+q)
-        base = (torch.arange(h, device=x.device)[:, None] * pw + torch.arange(w, device=x.device)).view(1, -1)
+        base = (torch.arange(oh, device=x.device)[:, None] * pw + torch.arange(ow, device=x.device)).view(1, -1)
         idx = (oy * pw + ox).view(n, 1) + base
-        return padded.gather(2, idx.view(n, 1, h * w).expand(n, c, h * w)).view(n, c, h, w)
+        return padded.gather(2, idx.view(n, 1, oh * ow).expand(n, c, oh * ow)).view(n, c, oh, ow)
 
     return crop
 
@@ -394,6 +401,19 @@ def make_cutmix(cfg: Any, **_):
 
 
 # --------------------------------------------------------------------------- composition
+
+def input_size(cfg: Any, image_size) -> tuple[int, int]:
+    """The (H, W) a preset trains the model on: aug.crop_size when the crop op shrinks images,
+    else the dataset's image size. Evaluation takes its centre (or ten) crops at this size."""
+    size = int(getattr(cfg, "crop_size", 0) or 0)
+    if size and "crop" in list(cfg.ops):
+        pad = int(cfg.crop_padding)
+        if size > min(image_size) + 2 * pad:
+            raise UsageError(f"aug.crop_size={size} is larger than the {image_size[0]}x{image_size[1]} "
+                             f"images plus aug.crop_padding={pad} on each side")
+        return size, size
+    return int(image_size[0]), int(image_size[1])
+
 
 def create(cfg: Any, train_images=None) -> Callable | None:
     """The preset's ops composed in order, or None for no augmentation (see the module docstring).

@@ -2,15 +2,16 @@
 
 Always evaluates `center`, plus `tencrop` and/or `multiscale` when asked; prints one table row
 per mode and appends one row per mode to outputs/results.csv ($CNNLAB_OUTPUTS or ./outputs, or
---outputs). The crop rule is cnnlab.views' (small images: side - 4, e.g. 28 of 32, under 16 px
-the whole image; large images: shorter side to crop / 0.875, then the crop).
+--outputs). The crop rule is cnnlab.views': the crop is the run's training input size (the whole
+image, or aug.crop_size when it trained on random crops), cut from the stored image up to 64 px
+and after resizing the shorter side to crop / 0.875 above.
 
 Results rows: head run_id (the run folder's name, so a row joins its training row), time,
 status "eval", eval_mode; the run's config with eval.name/eval.views set to the mode (so the
 `eval` axis pivots); the metrics prefixed eval_: eval_top1, eval_top5, eval_nll, eval_views,
 eval_ms_per_image, eval_n, eval_crop, eval_scales, eval_average, eval_split. They are not
-named test_acc etc. because they are not the training row's numbers: the centre crop is smaller
-than the training image, and the split may be val.
+named test_acc etc. because they are not always the training row's numbers: --crop may differ
+from the training size, and the split may be val.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def eval_run(
     tencrop: bool = typer.Option(False, "--tencrop", help="Also the ten-crop views (corners, centre, mirrored)."),
     multiscale: Optional[str] = typer.Option(None, "--multiscale", help="Also ten crops at each of these scales, e.g. 28,32,40."),
     average: str = typer.Option("softmax", "--average", help="Average views as softmax or logits."),
-    crop: Optional[int] = typer.Option(None, "--crop", help="View side (default: image side - 4 up to 64 px; the stored size above)."),
+    crop: Optional[int] = typer.Option(None, "--crop", help="View side (default: the run's training input size, aug.crop_size or the image)."),
     split: str = typer.Option("test", "--split", help="test or val."),
     chunk: Optional[int] = typer.Option(None, "--chunk", help="At most this many views per forward pass (default: trainer.eval_batch_size)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N, mps (default: the run's trainer.device)."),
@@ -93,7 +94,7 @@ def eval_run(
 
     from omegaconf import OmegaConf
 
-    from cnnlab import results
+    from cnnlab import augment, results
     from cnnlab.data.loader import make_loader
     from cnnlab.evaluate import bench_views, predict_views
     from cnnlab.train import resolve_device
@@ -105,16 +106,16 @@ def eval_run(
     data = getattr(bundle, split)
     if len(data) == 0:
         raise UsageError(f"run {run_dir.name} has no {split} images (data.val_fraction=0?)")
-    geo_crop, resize = vw.geometry(bundle.image_size, crop)
+    trained = min(augment.input_size(cfg.aug, bundle.image_size))
+    chosen, resize = vw.geometry(bundle.image_size, crop if crop is not None else trained)
     console = Console()
-    chosen = geo_crop
-    if crop is None and not _accepts(model, bundle.in_chans, geo_crop, dev):
-        # e.g. LeNet-5 pads its stored input size to 32 and cannot take a smaller crop
-        chosen, resize = vw.geometry(bundle.image_size, min(bundle.image_size))
-        console.print(f"note: {cfg.model.name} cannot take {geo_crop}x{geo_crop} inputs; "
-                      f"using the whole {chosen}x{chosen} image as the crop")
-    elif not _accepts(model, bundle.in_chans, chosen, dev):
-        raise UsageError(f"{cfg.model.name} cannot take {chosen}x{chosen} inputs; choose another --crop")
+    if crop is not None and not _accepts(model, bundle.in_chans, chosen, dev):
+        raise UsageError(f"{cfg.model.name} cannot take {chosen}x{chosen} inputs (it trained on "
+                         f"{trained}x{trained}); choose another --crop")
+    if (tencrop or scales) and resize is None and chosen == min(bundle.image_size):
+        console.print(f"note: the crop is the whole {chosen}x{chosen} image, so the ten crops are "
+                      "the image and its mirror; train with aug.crop_size (e.g. "
+                      f"{chosen - 4}) or pass --crop for distinct crops")
     loader = make_loader(data, cfg.trainer.eval_batch_size, train=False, bundle=bundle, device=dev,
                          seed=0, workers=cfg.data.workers)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from cnnlab.errors import UsageError
 
@@ -67,6 +67,9 @@ class AugConfig:
     ops: List[str] = field(default_factory=list)
     flip_p: float = 0.5  # horizontal mirror probability (Krizhevsky et al. 2012, sec. 4.1)
     crop_padding: int = 4  # zero pad, then crop back (He et al. 2016, sec. 4.2: 4 px on CIFAR)
+    # 0: crop back to the image size; N: random N x N crops, and the model trains and is tested on
+    # N x N inputs (AlexNet's 224 of 256, Krizhevsky et al. 2012, sec. 4.1; 28 of 32 for CIFAR)
+    crop_size: int = 0
     # random-resized-crop: torchvision RandomResizedCrop defaults, from Szegedy et al. 2015, sec. 6
     scale_min: float = 0.08  # fraction of the image area kept, lower bound
     scale_max: float = 1.0
@@ -138,8 +141,21 @@ class PrecisionConfig:
 
 @dataclass
 class TransferConfig:
-    name: str = "scratch"
+    # What the model starts from and which of its parameters train (cnnlab/transfer/).
+    name: str = "scratch"  # scratch | linear_probe | finetune_top | finetune_all | multi_probe
+    # a cnnlab run folder or checkpoint, torchvision:<arch>.<WEIGHTS>, imagenet_lite0, or
+    # pretrain (train cfg.model on `pretrain` overrides once, cached under outputs/cache)
     source: Optional[str] = None
+    pretrain: List[str] = field(default_factory=list)  # overrides of the pretraining run
+    # learning-rate multipliers from the new head down: [head, top group, ..., bottom group];
+    # the backbone's layers split into len-1 contiguous groups (the lecture's 1 / 0.1 / 0.01)
+    lr_mult: List[float] = field(default_factory=lambda: [1.0])
+    unfreeze: int = 2  # finetune_top: how many of the last backbone layers train
+    resize: Optional[int] = None  # input side the source sees (default: the source's own)
+    probe_c: List[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])  # probes' C grid
+    probe_layers: int = 4  # multi_probe: how many depths, evenly spaced, the last included
+    # filled in by cnnlab when a run starts (so `eval` rebuilds the model without the source)
+    resolved: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,7 +211,7 @@ def compose(overrides: list[str] | None = None) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    overrides = list(overrides or [])
+    overrides = expand_aug_lists(list(overrides or []))
     check_group_overrides(overrides)
     register_schemas()
     try:
@@ -207,6 +223,37 @@ def compose(overrides: list[str] | None = None) -> Any:
     return cfg
 
 
+def expand_aug_lists(overrides: list[str]) -> list[str]:
+    """`aug=[crop,flip,cutout]` composes presets: Hydra merges their parameters in order (later
+    presets win), and this adds `aug.ops=` with their ops concatenated in order (each op once)
+    and `aug.name=crop+flip+cutout`, unless the overrides set those keys themselves."""
+    from omegaconf import OmegaConf
+
+    out = list(overrides)
+    for o in overrides:
+        key, _, value = o.partition("=")
+        value = value.strip()
+        if key.strip() != "aug" or not (value.startswith("[") and value.endswith("]")):
+            continue
+        names = [v.strip() for v in value[1:-1].split(",") if v.strip()]
+        choices = group_choices("aug")
+        unknown = [n for n in names if n not in choices]
+        if unknown:
+            raise UsageError(f"unknown aug '{unknown[0]}'; choose from: {', '.join(choices)}")
+        if not names:
+            raise UsageError("aug=[] names no preset; use aug=none")
+        ops: list[str] = []
+        for n in names:
+            for op in OmegaConf.load(conf_dir() / "aug" / f"{n}.yaml").get("ops", []):
+                if op not in ops:
+                    ops.append(op)
+        if not any(x.startswith(("aug.ops=", "+aug.ops=")) for x in overrides):
+            out.append(f"aug.ops=[{','.join(ops)}]")
+        if not any(x.startswith(("aug.name=", "+aug.name=")) for x in overrides):
+            out.append(f"aug.name={'+'.join(names)}")
+    return out
+
+
 def check_group_overrides(overrides: list[str]) -> None:
     """Name the valid choices when an override picks a group option that does not exist."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -214,16 +261,19 @@ def check_group_overrides(overrides: list[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:
-        raise UsageError(f"cannot parse overrides: {first_line(exc)}") from exc
+        hint = ""
+        if any("=" in o.partition("=")[2].partition("[")[2] for o in overrides):
+            hint = " (quote list items that contain '=': transfer.pretrain=['data=shapes','trainer.epochs=15'])"
+        raise UsageError(f"cannot parse overrides: {first_line(exc)}{hint}") from exc
     for ov in parsed:
         key = ov.key_or_group
         if key not in GROUPS or ov.is_delete():
             continue
         value = ov.value()
         choices = group_choices(key)
-        if isinstance(value, list):
+        if isinstance(value, list) and key != "aug":
             raise UsageError(f"{key} takes one option, not a list; choose one of: {', '.join(choices)}")
-        values = [value]
+        values = value if isinstance(value, list) else [value]
         for v in values:
             if isinstance(v, str) and v not in choices:
                 raise UsageError(f"unknown {key} '{v}'; choose from: {', '.join(choices)}")

@@ -35,8 +35,10 @@ def _improved(value: float, best: float, mode: str) -> bool:
 
 
 def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, cfg: Any,
-        precision, progress, run=None, criterion=None) -> FitResult:
-    """Train `model` for cfg.epochs (a TrainerConfig); returns the history and the best weights."""
+        precision, progress, run=None, criterion=None, eval_crop=None) -> FitResult:
+    """Train `model` for cfg.epochs (a TrainerConfig); returns the history and the best weights.
+
+    eval_crop: validate on centre crops of this side (training on aug.crop_size crops)."""
     import torch
 
     criterion = criterion or torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -55,7 +57,7 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         seen = 0
-        lr = optimizer.param_groups[0]["lr"]
+        lr = max(g["lr"] for g in optimizer.param_groups)  # the head's, under transfer.lr_mult
         start = time.perf_counter()
         for b, (x, y) in enumerate(train_loader, start=1):
             if math.isnan(result.first_batch_at):
@@ -88,7 +90,7 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
         result.images_seen += seen
         train_loss, train_acc = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
 
-        val = evaluate(model, val_loader, autocast=precision.autocast) if has_val else \
+        val = evaluate(model, val_loader, autocast=precision.autocast, crop=eval_crop) if has_val else \
             {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],

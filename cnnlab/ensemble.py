@@ -16,7 +16,7 @@ def load_run(run_dir: str | Path, device: Any = "cpu"):
     """(config, model with the run's best weights, data bundle) of a finished run folder."""
     from omegaconf import OmegaConf
 
-    from cnnlab import checkpoint, data, models
+    from cnnlab import augment, checkpoint, data, models
     from cnnlab.config import Config
 
     run_dir = Path(run_dir)
@@ -24,9 +24,14 @@ def load_run(run_dir: str | Path, device: Any = "cpu"):
         raise CnnlabError(f"{run_dir} is not a run folder (no config.yaml)")
     cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml"))
     bundle = data.create(cfg.data)
-    opts = {k: v for k, v in cfg.model.items() if k != "name"}
-    model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
-                          input_size=bundle.image_size, **opts)
+    if cfg.transfer.resolved:  # a transfer run: the source's network behind an input adapter
+        from cnnlab import transfer
+
+        model = transfer.build(cfg, bundle, load_weights=False)
+    else:
+        opts = {k: v for k, v in cfg.model.items() if k != "name"}
+        model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
+                              input_size=augment.input_size(cfg.aug, bundle.image_size), **opts)
     best = run_dir / "checkpoints" / "best.pt"
     model.load_state_dict(checkpoint.load(best if best.exists() else run_dir / "checkpoints" / "last.pt")["model"])
     return cfg, model.to(device).eval(), bundle

@@ -1,9 +1,10 @@
 """Evaluation of a model on a loader: loss, top-1 and top-5 accuracy, seconds per image.
 
-`evaluate` is the engine's: views="center" is the whole image as the loader yields it (the
-training size; train's test_acc). views="tencrop" or "multiscale:28,32,40" there run
-`predict_views` with the default crop rule of cnnlab.views and report the NLL of the softmax
-averaged over views as the loss (criterion applies to the single-view path only).
+`evaluate` is the engine's: views="center" is the whole image as the loader yields it, or its
+centre `crop` x `crop` square when the model trains on smaller crops (aug.crop_size; train's
+test_acc). views="tencrop" or "multiscale:28,32,40" there run `predict_views` at that crop and
+report the NLL of the softmax averaged over views as the loss (criterion applies to the
+single-view path only).
 
 `predict_views` is `cnnlab eval`'s: every view of a batch is cut with batched tensor ops
 (cnnlab.views) and goes through the model in forward passes of at most `chunk` views; the
@@ -29,17 +30,22 @@ def topk_correct(logits, targets, ks=(1, 5)) -> list:
     return [hit[:, :min(k, kmax)].any(dim=1).sum() for k in ks]
 
 
-def evaluate(model, loader, *, criterion=None, views: str = "center", autocast=None) -> dict[str, Any]:
-    """Loss and accuracy over everything the loader yields, without gradients."""
+def evaluate(model, loader, *, criterion=None, views: str = "center", autocast=None,
+             crop: int | None = None) -> dict[str, Any]:
+    """Loss and accuracy over everything the loader yields, without gradients.
+
+    crop: the view side (None: the whole image) under cnnlab.views' crop rule."""
     import contextlib
 
     import torch
+
+    from cnnlab import views as vw
 
     if views not in ("center", "tencrop") and not views.startswith("multiscale:"):
         raise UsageError(f"unknown eval views '{views}'; choose from: center, tencrop, "
                          "multiscale:S1,S2,...")
     if views != "center":
-        return _evaluate_views(model, loader, views, autocast)
+        return _evaluate_views(model, loader, views, autocast, crop)
     criterion = criterion or torch.nn.CrossEntropyLoss()
     autocast = autocast or contextlib.nullcontext
     was_training = model.training
@@ -49,6 +55,9 @@ def evaluate(model, loader, *, criterion=None, views: str = "center", autocast=N
     start = time.perf_counter()
     with torch.no_grad():
         for x, y in loader:
+            if crop is not None:
+                side, resize = vw.geometry(tuple(x.shape[-2:]), crop)
+                x = vw.make_views(x, "center", side, resize=resize)[:, 0]
             with autocast():
                 logits = model(x)
             # sums stay on the device: no host sync per batch
@@ -69,15 +78,15 @@ def evaluate(model, loader, *, criterion=None, views: str = "center", autocast=N
     return out
 
 
-def _evaluate_views(model, loader, views: str, autocast=None) -> dict[str, Any]:
-    """evaluate()'s multi-view path: predict_views at the default crop, in evaluate's keys."""
+def _evaluate_views(model, loader, views: str, autocast=None, crop=None) -> dict[str, Any]:
+    """evaluate()'s multi-view path: predict_views at `crop`, in evaluate's keys."""
     from cnnlab import views as vw
 
     mode, _, scale_text = views.partition(":")
     first = next(iter(loader), None)
     if first is None:
         return {"loss": float("nan"), "acc": float("nan"), "top5": float("nan"), "n": 0, "seconds": 0.0}
-    crop, resize = vw.geometry(tuple(first[0].shape[-2:]))
+    crop, resize = vw.geometry(tuple(first[0].shape[-2:]), crop)
     m = predict_views(model, loader, mode, crop, vw.parse_scales(scale_text), resize=resize,
                       autocast=autocast)
     return {"loss": m["nll"], "acc": m["top1"], "top5": m["top5"], "n": m["n"], "seconds": m["seconds"]}

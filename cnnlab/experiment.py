@@ -19,9 +19,22 @@ Verdict kinds (95% confidence intervals of the mean over seeds decide; overlappi
   disjoint intervals; not supported if all intervals fit within `margin` of each other.
 - `ensemble` (with `ensemble: true`): in every cell, the averaged softmax of the seeds' runs is
   more accurate than the members' interval; not supported if it falls below it in any cell.
+- `best` (with `by` and `recommend: [{when: {axis: value, ...}, best: level}, ...]`): in each
+  listed cell, the recommended level of `by` has the highest mean and no other level beats it
+  by a paired interval above zero. Not supported if one does in any cell (C4's quadrant).
 
 Derived columns a rule may use besides the run metrics: `gap` (train_acc - test_acc) and, with
-`target: {metric: val_acc, value: 0.9}`, `epochs_to_target`.
+`target: {metric: val_acc, value: 0.9}`, `epochs_to_target` and `seconds_to_target`.
+
+`views: [center, tencrop, "multiscale:28,32,36"]` tests every finished run again with each
+test-time view mode (cnnlab.views, at the run's training crop size): the jobs table gets one row
+per job and mode with a `views` column (an axis rules and tables may name), test_acc / test_top5
+/ test_loss of that mode, and its cost `view_ms_per_image` and `views_per_image` (C3).
+
+`paired: true` in a `greater` rule compares a and b run by run instead of as two groups: rows
+that agree on every other axis (the seed included: the same trained network under two test
+modes, or two strategies from the same seed) are differenced, and the 95% interval of the mean
+difference decides (above 0: supported; below 0: not supported).
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from cnnlab.errors import UsageError
 VERDICTS = ("supported", "not supported", "inconclusive")
 JOB_METRICS = ("test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
                "best_epoch", "epochs_run", "train_seconds", "images_per_sec", "gap")
+VIEW_METRICS = ("view_ms_per_image", "views_per_image")
 
 
 @dataclass
@@ -55,6 +69,8 @@ class VerdictSpec:
     when: Dict[str, Any] = field(default_factory=dict)
     by: Optional[str] = None
     margin: float = 0.0
+    paired: bool = False  # greater: difference a - b within matched runs (same seed, other axes)
+    recommend: List[Dict[str, Any]] = field(default_factory=list)  # best: [{when: {...}, best: level}]
 
 
 @dataclass
@@ -78,6 +94,7 @@ class ExperimentSpec:
     scales: Dict[str, List[str]] = field(default_factory=dict)
     target: Optional[TargetSpec] = None
     ensemble: bool = False  # also score the averaged softmax of each cell's seeds (C17)
+    views: List[str] = field(default_factory=list)  # test-time view modes per run (C3)
     name: str = ""
     notes: str = ""
 
@@ -130,25 +147,37 @@ def check(spec: ExperimentSpec, where: str = "experiment") -> None:
         raise UsageError(f"{where}: no axes to sweep")
     if not spec.seeds:
         raise UsageError(f"{where}: seeds is empty")
-    axes = set(spec.axes)
+    axes = set(spec.axes) | ({"views"} if spec.views else set())
+    for mode in spec.views:
+        _check_view_mode(mode, where)
     for name in (spec.table.rows, spec.table.cols):
         if name and name not in axes:
             raise UsageError(f"{where}: table axis '{name}' is not a swept axis ({', '.join(axes)})")
-    known = set(JOB_METRICS) | ({"epochs_to_target"} if spec.target else set())
+    known = (set(JOB_METRICS) | ({"epochs_to_target", "seconds_to_target"} if spec.target else set())
+             | (set(VIEW_METRICS) if spec.views else set()))
     if spec.metric not in known:
         raise UsageError(f"{where}: metric '{spec.metric}' is not a column jobs produce "
                          f"({', '.join(sorted(known))})")
     v = spec.verdict
     if v is None:
         return
-    if v.kind not in ("greater", "differ", "ensemble"):
-        raise UsageError(f"{where}: verdict kind '{v.kind}' is not one of: greater, differ, ensemble")
+    if v.kind not in ("greater", "differ", "ensemble", "best"):
+        raise UsageError(f"{where}: verdict kind '{v.kind}' is not one of: greater, differ, ensemble, best")
+    if v.kind == "best":
+        if not v.by or not v.recommend:
+            raise UsageError(f"{where}: a 'best' verdict needs by: <axis> and recommend: [{{when: ..., best: ...}}]")
+        for rec in v.recommend:
+            if set(rec) != {"when", "best"}:
+                raise UsageError(f"{where}: each recommend entry has exactly 'when' and 'best', got {sorted(rec)}")
+            if _fmt_value(rec["best"]) not in {_fmt_value(x) for x in spec.axes.get(v.by, [])}:
+                raise UsageError(f"{where}: recommended {v.by}={rec['best']} is not one of the swept values")
     if v.metric and v.metric not in known:
         raise UsageError(f"{where}: verdict names column '{v.metric}', which no job produces "
                          f"({', '.join(sorted(known))})")
     if v.kind == "ensemble" and not spec.ensemble:
         raise UsageError(f"{where}: an 'ensemble' verdict needs ensemble: true")
-    named = list(v.a) + list(v.b) + list(v.when) + ([v.by] if v.by else [])
+    named = (list(v.a) + list(v.b) + list(v.when) + ([v.by] if v.by else [])
+             + [k for rec in v.recommend for k in rec.get("when", {})])
     for key in named:
         if key not in axes:
             raise UsageError(f"{where}: verdict names column '{key}', which is not a swept axis "
@@ -159,9 +188,25 @@ def check(spec: ExperimentSpec, where: str = "experiment") -> None:
         raise UsageError(f"{where}: a 'differ' verdict needs by: <axis>")
 
 
-def _fmt_value(v: Any) -> str:
+def _check_view_mode(mode: str, where: str) -> None:
+    from cnnlab.views import MODES, parse_scales
+
+    name, _, scales = str(mode).partition(":")
+    if name not in MODES:
+        raise UsageError(f"{where}: view mode '{mode}' is not one of: center, tencrop, multiscale:S1,S2,...")
+    if name == "multiscale" and not parse_scales(scales):
+        raise UsageError(f"{where}: view mode '{mode}' needs scales, e.g. multiscale:28,32,36")
+    if name != "multiscale" and scales:
+        raise UsageError(f"{where}: view mode '{mode}' takes no scales")
+
+
+def _fmt_value(v: Any, inner: bool = False) -> str:
+    """A value as a Hydra override writes it; list items with '=', ',' or spaces are quoted
+    (transfer.pretrain=['data=shapes','trainer.epochs=15'])."""
     if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_fmt_value(x) for x in v) + "]"
+        return "[" + ",".join(_fmt_value(x, inner=True) for x in v) + "]"
+    if inner and isinstance(v, str) and any(ch in v for ch in "=, []'"):
+        return "'" + v.replace("'", "\\'") + "'"
     if isinstance(v, bool):
         return str(v).lower()
     return str(v)
@@ -238,12 +283,15 @@ def decide(spec: ExperimentSpec, df, ensembles=None) -> dict:
     if metric not in df.columns:
         return {"verdict": "inconclusive", "text": f"no '{metric}' values (every job failed?)",
                 "evidence": []}
+    axes = [*spec.axes, "seed", *(["views"] if spec.views else [])]
     if v.kind == "greater":
-        return _decide_greater(v, metric, df)
+        return _decide_greater(v, metric, df, axes)
+    if v.kind == "best":
+        return _decide_best(v, metric, df, axes)
     return _decide_differ(v, metric, df)
 
 
-def _decide_greater(v: VerdictSpec, metric: str, df) -> dict:
+def _decide_greater(v: VerdictSpec, metric: str, df, axes: list[str]) -> dict:
     cells = [{}]
     if v.when:
         keys = list(v.when)
@@ -254,7 +302,13 @@ def _decide_greater(v: VerdictSpec, metric: str, df) -> dict:
         sub = _select(df, cell)
         a = mean_ci(_select(sub, v.a)[metric].tolist())
         b = mean_ci(_select(sub, v.b)[metric].tolist())
-        if a["n"] == 0 or b["n"] == 0:
+        item = {"cell": cell, "a": a, "b": b}
+        if v.paired:
+            d = item["diff"] = mean_ci(paired_differences(sub, v.a, v.b, metric, axes))
+            lo, hi, n = d["ci_lo"], d["ci_hi"], d["n"]
+            outcome = ("inconclusive" if n == 0 else "supported" if lo > 0 else
+                       "not supported" if hi < 0 else "inconclusive")
+        elif a["n"] == 0 or b["n"] == 0:
             outcome = "inconclusive"
         elif a["ci_lo"] > b["ci_hi"]:
             outcome = "supported"
@@ -263,7 +317,7 @@ def _decide_greater(v: VerdictSpec, metric: str, df) -> dict:
         else:
             outcome = "inconclusive"
         outcomes.append(outcome)
-        evidence.append({"cell": cell, "a": a, "b": b, "outcome": outcome})
+        evidence.append({**item, "outcome": outcome})
     if all(o == "supported" for o in outcomes):
         verdict = "supported"
     elif any(o == "not supported" for o in outcomes):
@@ -271,7 +325,68 @@ def _decide_greater(v: VerdictSpec, metric: str, df) -> dict:
     else:
         verdict = "inconclusive"
     lines = [f"{_cond(e['cell']) + ': ' if e['cell'] else ''}{metric} at {_cond(v.a)} {_pm(e['a'])} "
-             f"vs {_cond(v.b)} {_pm(e['b'])}: {e['outcome']}" for e in evidence]
+             f"vs {_cond(v.b)} {_pm(e['b'])}"
+             + (f", paired difference {_pm(e['diff'])}" if 'diff' in e else "")
+             + f": {e['outcome']}" for e in evidence]
+    return {"verdict": verdict, "text": "; ".join(lines), "evidence": evidence}
+
+
+def paired_differences(df, a: dict, b: dict, metric: str, axes: list[str]) -> list[float]:
+    """metric(a) - metric(b) for each pair of rows that agree on every axis besides a's and b's
+    keys: the same seed and cell, under a's and under b's setting."""
+    import pandas as pd
+
+    keys = set(a) | set(b)
+    ra, rb = _select(df, a), _select(df, b)
+    on = [c for c in axes if c not in keys and c in df.columns]
+    left = ra[on + [metric]].astype({c: str for c in on})
+    right = rb[on + [metric]].astype({c: str for c in on})
+    merged = left.merge(right, on=on, suffixes=("_a", "_b")) if on else pd.DataFrame()
+    if merged.empty:
+        return []
+    diff = pd.to_numeric(merged[f"{metric}_a"], errors="coerce") - pd.to_numeric(merged[f"{metric}_b"], errors="coerce")
+    return [float(x) for x in diff.dropna()]
+
+
+def _decide_best(v: VerdictSpec, metric: str, df, axes: list[str]) -> dict:
+    """In each recommended cell: is the recommended level of `by` the best? Supported there if it
+    has the highest mean and no other level beats it by a paired interval above zero; not
+    supported if some level does; inconclusive otherwise (not first, but not clearly beaten)."""
+    evidence, outcomes = [], []
+    for rec in v.recommend:
+        sub = _select(df, rec["when"])
+        chosen = _fmt_value(rec["best"])
+        levels = {lv: mean_ci(g[metric].tolist()) for lv, g in sub.groupby(sub[v.by].astype(str), sort=False)}
+        levels = {lv: st for lv, st in levels.items() if st["n"] > 0}
+        beaten_by = []
+        for lv in levels:
+            if lv != chosen:
+                d = mean_ci(paired_differences(sub, {v.by: lv}, {v.by: chosen}, metric, axes))
+                if d["n"] > 1 and d["ci_lo"] > 0:
+                    beaten_by.append(lv)
+        top = max(levels, key=lambda lv: levels[lv]["mean"]) if levels else None
+        if chosen not in levels:
+            outcome = "inconclusive"
+        elif beaten_by:
+            outcome = "not supported"
+        elif top == chosen:
+            outcome = "supported"
+        else:
+            outcome = "inconclusive"
+        outcomes.append(outcome)
+        evidence.append({"cell": dict(rec["when"]), "recommended": chosen, "best": top,
+                         "levels": levels, "beaten_by": beaten_by, "outcome": outcome})
+    verdict = ("supported" if outcomes and all(o == "supported" for o in outcomes) else
+               "not supported" if "not supported" in outcomes else "inconclusive")
+    lines = []
+    for e in evidence:
+        rec = e["levels"].get(e["recommended"], {"n": 0})
+        text = f"{_cond(e['cell'])}: recommended {e['recommended']} {_pm(rec)}"
+        if e["best"] != e["recommended"] and e["best"] is not None:
+            text += f", best {e['best']} {_pm(e['levels'][e['best']])}"
+        if e["beaten_by"]:
+            text += f", beaten (paired) by {', '.join(e['beaten_by'])}"
+        lines.append(f"{text}: {e['outcome']}")
     return {"verdict": verdict, "text": "; ".join(lines), "evidence": evidence}
 
 

@@ -16,21 +16,34 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 SCHEDULES = ("none", "cosine", "step", "multistep", "onecycle", "plateau")
 
 
-def param_groups(model, weight_decay: float, no_decay_norm_bias: bool) -> list[dict]:
-    """One group, or two when norm weights and biases (1-d tensors) are kept free of decay."""
+def param_groups(model, weight_decay: float, no_decay_norm_bias: bool, lr: float | None = None,
+                 lr_mult: dict | None = None) -> list[dict]:
+    """Groups of the trainable parameters: one, or two when norm weights and biases (1-d
+    tensors) are kept free of decay; with `lr_mult` ({id(param): multiplier}, transfer's
+    discriminative rates) each is split further by multiplier and gets lr * multiplier."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if not no_decay_norm_bias or weight_decay == 0:
-        return [{"params": params, "weight_decay": weight_decay}]
-    decay = [p for p in params if p.ndim > 1]
-    free = [p for p in params if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": free, "weight_decay": 0.0}]
+    if not params:
+        raise UsageError("the model has no trainable parameters (everything is frozen)")
+    split = no_decay_norm_bias and weight_decay != 0
+    groups: dict[tuple, list] = {}
+    for p in params:
+        decay = 0.0 if split and p.ndim <= 1 else weight_decay
+        mult = lr_mult.get(id(p), 1.0) if lr_mult else None
+        groups.setdefault((decay, mult), []).append(p)
+    out = []
+    for (decay, mult), ps in groups.items():
+        group = {"params": ps, "weight_decay": decay}
+        if mult is not None:
+            group["lr"] = lr * mult
+            group["lr_mult"] = mult
+        out.append(group)
+    return out
 
 
-def build_optimizer(model, cfg: Any):
+def build_optimizer(model, cfg: Any, lr_mult: dict | None = None):
     import torch
 
-    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias)
+    groups = param_groups(model, cfg.weight_decay, cfg.no_decay_norm_bias, cfg.lr, lr_mult)
     name = cfg.name
     if name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
@@ -93,7 +106,7 @@ def build_scheduler(optimizer, cfg: Any, epochs: int, steps_per_epoch: int, moni
             optimizer, mode=monitor_mode, factor=cfg.factor, patience=cfg.patience), "epoch"
     base = lr_multiplier(cfg, epochs, steps_per_epoch)
     if cfg.min_lr > 0:
-        lr0 = optimizer.param_groups[0]["lr"]
+        lr0 = max(g["lr"] for g in optimizer.param_groups)
         if cfg.min_lr >= lr0:
             raise UsageError(f"sched.min_lr={cfg.min_lr} must be below optim.lr={lr0}")
         floor = cfg.min_lr / lr0

@@ -30,10 +30,12 @@ class Report:
 def swept_axes(jobs, spec: Optional[ExperimentSpec]) -> list[str]:
     """The axes: the experiment's (and seed), or for ad-hoc sweeps every key that varies."""
     if spec is not None:
-        return [a for a in spec.axes if a in jobs.columns] + (["seed"] if "seed" in jobs.columns else [])
+        views = ["views"] if spec.views and "views" in jobs.columns else []
+        return ([a for a in spec.axes if a in jobs.columns] + views
+                + (["seed"] if "seed" in jobs.columns else []))
     metrics = {"test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
                "best_epoch", "epochs_run", "params", "train_seconds", "images_per_sec",
-               "overhead_seconds", "gap", "epochs_to_target"}
+               "overhead_seconds", "gap", "epochs_to_target", "seconds_to_target"}
     return [c for c in jobs.columns if c not in AXIS_EXCLUDE | metrics and jobs[c].nunique() > 1]
 
 
@@ -61,6 +63,8 @@ def build(sweep_dir: Path, spec: Optional[ExperimentSpec], metric: str = "test_a
     from cnnlab.run import write_text_atomic
 
     jobs = job_table(sweep_dir, spec.target if spec is not None else None)
+    if spec is not None and spec.views and not jobs.empty:
+        jobs = view_rows(sweep_dir, jobs, list(spec.views))
     axes = swept_axes(jobs, spec) if not jobs.empty else []
     front = [*axes, "status"]
     if not jobs.empty:
@@ -90,7 +94,7 @@ def _sorted(jobs, axes: list[str], spec: Optional[ExperimentSpec]):
 
     keys = []
     for axis in axes:
-        listed = [_fmt_value(v) for v in spec.axes.get(axis, [])] if spec else []
+        listed = [_fmt_value(v) for v in (spec.views if axis == "views" else spec.axes.get(axis, []))] if spec else []
         col = jobs[axis].astype(str)
         if listed:
             keys.append(col.map({v: i for i, v in enumerate(listed)}).fillna(len(listed)))
@@ -102,6 +106,59 @@ def _sorted(jobs, axes: list[str], spec: Optional[ExperimentSpec]):
     order = pd.DataFrame({f"k{i}": k.values for i, k in enumerate(keys)}).sort_values(
         [f"k{i}" for i in range(len(keys))], kind="stable").index
     return jobs.iloc[order].reset_index(drop=True)
+
+
+def view_rows(sweep_dir: Path, jobs, modes: list[str]):
+    """The jobs table with one row per job and test-time view mode (experiment `views`).
+
+    Each finished run's best weights are tested on its test split under every mode, at the run's
+    training crop size, all in this process one after another so the costs compare; test_acc,
+    test_top5 and test_loss become that mode's, with view_ms_per_image and views_per_image.
+    Scores are kept in views.csv (by job and mode) and reused when the report is built again.
+    """
+    import pandas as pd
+
+    cache_path = sweep_dir / "views.csv"
+    cache = {}
+    if cache_path.exists():
+        for r in pd.read_csv(cache_path).to_dict("records"):
+            cache[(r["job"], r["views"])] = r
+    rows, fresh = [], False
+    for job in jobs.to_dict("records"):
+        for mode in modes:
+            row = dict(job, views=mode)
+            if job["status"] == "done":
+                if (job["job"], mode) not in cache:
+                    cache[(job["job"], mode)] = {"job": job["job"], "views": mode,
+                                                 **_score_views(sweep_dir / "jobs" / job["job"] / "run", mode)}
+                    fresh = True
+                got = cache[(job["job"], mode)]
+                row.update({k: got[k] for k in ("test_acc", "test_top5", "test_loss",
+                                                 "view_ms_per_image", "views_per_image")})
+            rows.append(row)
+    if fresh:
+        from cnnlab.run import write_text_atomic
+
+        write_text_atomic(cache_path, pd.DataFrame(list(cache.values())).to_csv(index=False))
+    return pd.DataFrame(rows)
+
+
+def _score_views(run_dir: Path, mode: str) -> dict:
+    """One run's test split under one view mode ("center", "tencrop", "multiscale:S,...")."""
+    from cnnlab import augment
+    from cnnlab import views as vw
+    from cnnlab.data.loader import make_loader
+    from cnnlab.ensemble import load_run
+    from cnnlab.evaluate import predict_views
+
+    cfg, model, bundle = load_run(run_dir)
+    loader = make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, bundle=bundle,
+                         device="cpu", seed=0, workers=cfg.data.workers)
+    name, _, scale_text = mode.partition(":")
+    crop, resize = vw.geometry(bundle.image_size, min(augment.input_size(cfg.aug, bundle.image_size)))
+    m = predict_views(model, loader, name, crop, vw.parse_scales(scale_text), resize=resize)
+    return {"test_acc": m["top1"], "test_top5": m["top5"], "test_loss": m["nll"],
+            "view_ms_per_image": m["ms_per_image"], "views_per_image": m["views"]}
 
 
 def _ensembles(sweep_dir: Path, jobs, axes: list[str]) -> list[dict]:
@@ -127,6 +184,36 @@ def _ensembles(sweep_dir: Path, jobs, axes: list[str]) -> list[dict]:
                        "best_member": max(r["members"])} for r in out]).to_csv(
             sweep_dir / "ensemble.csv", index=False)
     return out
+
+
+def best_table(evidence: list[dict]):
+    """Levels x cells of mean ± CI half-width, then the recommended level and the outcome."""
+    import pandas as pd
+
+    from cnnlab.experiment import _cond
+
+    cols = {}
+    for e in evidence:
+        label = _cond(e["cell"])
+        col = {lv: cell_text(st) for lv, st in e["levels"].items()}
+        col["recommended"] = e["recommended"]
+        col["best"] = e["best"]
+        col["outcome"] = e["outcome"]
+        cols[label] = col
+    table = pd.DataFrame(cols)
+    tail = ["recommended", "best", "outcome"]
+    table = table.reindex([i for i in table.index if i not in tail] + tail).fillna("-")
+    return table.reset_index(names="")
+
+
+def view_costs(jobs):
+    """Per view mode: views per image, mean ms per image and its ratio to the centre view."""
+    done = jobs[jobs.status == "done"]
+    costs = done.groupby("views", sort=False).agg(views_per_image=("views_per_image", "first"),
+                                                  ms_per_image=("view_ms_per_image", "mean"))
+    base = costs.ms_per_image.get("center")
+    costs["vs_center"] = costs.ms_per_image / base if base else float("nan")
+    return costs.reset_index()
 
 
 def _json(v):
@@ -168,10 +255,17 @@ def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images, ens
         lines += [f"**Claim {spec.claim}**: {spec.statement}", ""]
     if verdict is not None:
         lines += [f"**Verdict: {verdict['verdict']}** ({verdict['text']})", ""]
-    counts = jobs.status.value_counts().to_dict() if not jobs.empty else {}
+    per_job = jobs.drop_duplicates("job") if "job" in jobs.columns else jobs  # views repeat jobs
+    counts = per_job.status.value_counts().to_dict() if not jobs.empty else {}
     lines += ["Jobs: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
     lines += [f"## {metric} (mean ± 95% CI half-width over seeds)", "",
               markdown_table(table_view(summary, spec, axes)), ""]
+    if verdict is not None and spec.verdict.kind == "best" and verdict.get("evidence"):
+        lines += [f"## {metric} of each {spec.verdict.by} in each cell, and the recommended one", "",
+                  markdown_table(best_table(verdict["evidence"])), ""]
+    if spec is not None and spec.views and "view_ms_per_image" in jobs.columns:
+        lines += ["## Cost of each test-time view mode (test split, one process, one after another)", "",
+                  markdown_table(view_costs(jobs)), ""]
     if ensembles:
         import pandas as pd
 

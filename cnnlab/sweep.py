@@ -211,6 +211,9 @@ def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str 
                 raise UsageError("give an experiment file or overrides with comma-separated values "
                                  "(e.g. model=lenet5,resnet8 seed=0,1,2)")
             name, metric = "adhoc", "test_acc"
+        from cnnlab.config import expand_aug_lists
+
+        task = expand_aug_lists(task)
         if not any(o.startswith("trainer.progress=") for o in task):
             task = ["trainer.progress=none", *task]
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -278,18 +281,29 @@ def launch(p: SweepPlan) -> None:
 
 def epochs_to_target(metrics_csv: Path, metric: str, value: float) -> float:
     """The first epoch whose `metric` reaches `value`; epochs run + 1 if none did (censored)."""
+    return to_target(metrics_csv, metric, value)[0]
+
+
+def to_target(metrics_csv: Path, metric: str, value: float) -> tuple[float, float]:
+    """(epochs, training seconds) until `metric` first reaches `value`: the first such epoch and
+    the epoch_seconds summed through it. If no epoch did, the run is censored: epochs run + 1,
+    and the seconds of all epochs plus one more at their mean."""
     import pandas as pd
 
     m = pd.read_csv(metrics_csv)
+    secs = m["epoch_seconds"].cumsum() if "epoch_seconds" in m else pd.Series([float("nan")] * len(m))
     hit = m.index[m[metric] >= value] if metric in m else []
-    return float(m.epoch[hit[0]]) if len(hit) else float(len(m) + 1)
+    if len(hit):
+        return float(m.epoch[hit[0]]), float(secs[hit[0]])
+    total = float(secs.iloc[-1]) if len(m) else float("nan")
+    return float(len(m) + 1), total * (len(m) + 1) / max(len(m), 1)
 
 
 def job_table(sweep_dir: Path, target=None):
     """One row per job folder: its overrides as columns, status, error and run summary.
 
     Derived columns: `gap` = train_acc - test_acc (overfitting), and with a target spec
-    `epochs_to_target` (see epochs_to_target).
+    `epochs_to_target` and `seconds_to_target` (see to_target).
     """
     import pandas as pd
 
@@ -316,7 +330,7 @@ def job_table(sweep_dir: Path, target=None):
             if row.get("train_acc") is not None and row.get("test_acc") is not None:
                 row["gap"] = row["train_acc"] - row["test_acc"]
             if target is not None and (job_dir / "run" / "metrics.csv").exists():
-                row["epochs_to_target"] = epochs_to_target(job_dir / "run" / "metrics.csv",
-                                                           target.metric, target.value)
+                row["epochs_to_target"], row["seconds_to_target"] = to_target(
+                    job_dir / "run" / "metrics.csv", target.metric, target.value)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -70,6 +70,12 @@ class Parts:
     train_loader: Any
     val_loader: Any
     test_loader: Any
+    input_size: tuple = ()  # what the model trains on: the image size, or aug.crop_size
+
+    @property
+    def eval_crop(self):
+        """The side val and test views are cut at (None: the whole image, as the loader yields)."""
+        return None if tuple(self.input_size) == tuple(self.bundle.image_size) else min(self.input_size)
 
 
 def build_parts(cfg) -> Parts:
@@ -90,10 +96,15 @@ def build_parts(cfg) -> Parts:
     if entry is not None and entry.kind != "classifier":
         raise UsageError(f"{cfg.model.name} is a building block for `cnnlab models show`, not a classifier")
     torch.manual_seed(cfg.seed)  # model init must not depend on what data loading drew
-    opts = {k: v for k, v in cfg.model.items() if k != "name"}
-    model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
-                          input_size=bundle.image_size, **opts)
-    model = transfer.apply(model, cfg.transfer)
+    size = augment.input_size(cfg.aug, bundle.image_size)
+    transfer.check(cfg)
+    if transfer.uses_source(cfg):
+        transfer.resolve(cfg)  # sets cfg.model to the source's architecture
+        model = transfer.build(cfg, bundle)
+    else:
+        opts = {k: v for k, v in cfg.model.items() if k != "name"}
+        model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
+                              input_size=size, **opts)
     prec = precision.create(cfg.precision, device)
     model = model.to(device=device, dtype=prec.param_dtype)
     if cfg.trainer.channels_last:
@@ -108,6 +119,7 @@ def build_parts(cfg) -> Parts:
                                  num_classes=bundle.num_classes, **common),
         val_loader=make_loader(bundle.val, cfg.trainer.eval_batch_size, train=False, **common),
         test_loader=make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, **common),
+        input_size=size,
     )
     if len(bundle.train) < 2 or len(parts.train_loader) == 0:
         # batch norm needs two samples per batch; one image cannot train anything useful anyway
@@ -124,7 +136,7 @@ def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> 
     import torch
     from omegaconf import OmegaConf
 
-    from cnnlab import engine, models, optim, results
+    from cnnlab import engine, models, optim, results, transfer
     from cnnlab.evaluate import evaluate
     from cnnlab.progress import make_progress
     from cnnlab.run import Run, ensure_writable
@@ -135,7 +147,7 @@ def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> 
     parts = build_parts(cfg)
     setup_seconds = time.perf_counter() - t0
     model = parts.model
-    optimizer = optim.build_optimizer(model, cfg.optim)
+    optimizer = optim.build_optimizer(model, cfg.optim, lr_mult=transfer.lr_multipliers(model, cfg))
     monitor_mode = "max" if cfg.trainer.monitor.endswith("acc") else "min"
     scheduler, when = optim.build_scheduler(optimizer, cfg.sched, cfg.trainer.epochs,
                                             len(parts.train_loader), monitor_mode)
@@ -148,8 +160,13 @@ def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> 
     summary: dict[str, Any] = {"run_id": run.id, "status": "running", "path": str(run.root)}
     progress = make_progress(cfg.trainer.progress, cfg.trainer.epochs, console)
     try:
-        fit = engine.fit(model, parts.train_loader, parts.val_loader, optimizer, scheduler, when,
-                         cfg.trainer, parts.precision, progress, run=run)
+        if cfg.transfer.name in transfer.PROBES:
+            from cnnlab.transfer import probe
+
+            fit, model = probe.fit(cfg, parts, model, run=run)
+        else:
+            fit = engine.fit(model, parts.train_loader, parts.val_loader, optimizer, scheduler, when,
+                             cfg.trainer, parts.precision, progress, run=run, eval_crop=parts.eval_crop)
     except KeyboardInterrupt:
         summary["status"] = "interrupted"
         run.write_summary(summary)
@@ -165,7 +182,8 @@ def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> 
 
     if cfg.trainer.test_on == "best" and fit.best_state is not None:
         model.load_state_dict(fit.best_state)
-    test = evaluate(model, parts.test_loader, views=cfg.eval.views, autocast=parts.precision.autocast)
+    test = evaluate(model, parts.test_loader, views=cfg.eval.views, autocast=parts.precision.autocast,
+                    crop=parts.eval_crop)
     last = fit.history[-1] if fit.history else {}
     metrics = {
         "test_acc": test["acc"], "test_top5": test["top5"], "test_loss": test["loss"],
@@ -188,7 +206,11 @@ def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> 
            "device_name": (torch.cuda.get_device_name(parts.device) if parts.device.type == "cuda"
                            else platform.processor() or platform.machine()),
            "threads": torch.get_num_threads()}
-    summary.update(status=status, **metrics, **env)
+    summary.update(status=status, **metrics, **env, num_classes=b.num_classes, in_chans=b.in_chans,
+                   input_size=list(parts.input_size), data_mean=[float(v) for v in b.mean],
+                   data_std=[float(v) for v in b.std])
+    if getattr(fit, "probe", None):
+        summary["probe"] = fit.probe
     run.write_summary(summary)
     head = {"run_id": run.id, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": status}
     results.append_row(cfg.outputs, results.make_row(cfg_dict, head, {**metrics, **env}))

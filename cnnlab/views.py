@@ -15,13 +15,14 @@ Modes
   several test scales in the same spirit (they use dense evaluation; crops here).
 
 Crop rule (`geometry`): what the centre view is, per dataset image size (shorter side `side`)
-- small images (side <= 64, the CIFAR / MNIST / digits range): the crop is the training crop
-  size, `side - 4` (28 of 32, 60 of 64; the cuda-convnet convention of a few pixels' border),
-  taken straight from the stored image. Images under 16 px (8x8 digits) lose too much to a
-  4-pixel cut, so there the crop is the whole image. `--crop N` sets it (1 <= N <= side).
+- the crop is the model's training input size: the whole stored image, or aug.crop_size when
+  the run trained on random crops (28 of 32 as cuda-convnet's CIFAR recipe, AlexNet's 224 of
+  256). `cnnlab eval` reads it from the run's config; `--crop N` overrides it.
+- small images (side <= 64, the CIFAR / MNIST / digits range): the crop is taken straight from
+  the stored image. With a crop equal to the image, the five boxes coincide and ten-crop
+  reduces to the image and its mirror image.
 - large images (side > 64, ImageNet-style folders): resize-then-crop as in the ImageNet
-  protocol: the shorter side goes to round(crop / 0.875) (224 -> 256), then the crop is taken;
-  the default crop is the stored (training) size. `--crop N` sets it, resizing to N / 0.875.
+  protocol: the shorter side goes to round(crop / 0.875) (224 -> 256), then the crop is taken.
 
 `make_views` returns (N, V, C, crop, crop); `iter_view_chunks` yields at most `chunk` views at a
 time (whole images' views together), so a model sees all views of a batch in few forward passes
@@ -39,8 +40,6 @@ from cnnlab.errors import UsageError
 
 MODES = ("center", "tencrop", "multiscale")
 SMALL_MAX = 64  # images up to this side are "small": crop from the stored image
-TINY_MAX = 16  # below this side the crop is the whole image
-BORDER = 4  # small images: the crop is the side minus this
 CROP_FRACTION = 0.875  # large images: shorter side to crop / 0.875 (224 of 256)
 
 
@@ -50,7 +49,7 @@ def geometry(image_size: Sequence[int], crop: Optional[int] = None) -> tuple[int
     side = int(min(image_size))
     if side <= SMALL_MAX:
         if crop is None:
-            crop = side - BORDER if side >= TINY_MAX else side
+            crop = side
         if not 1 <= int(crop) <= side:
             raise UsageError(f"--crop must be between 1 and the image size {side} for "
                              f"{image_size[0]}x{image_size[1]} images, not {crop}")

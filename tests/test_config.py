@@ -58,3 +58,17 @@ def test_bad_input_is_one_line_usage_error(override, fragment):
 def test_group_choices_are_the_yaml_files():
     files = sorted(p.stem for p in (conf_dir() / "optim").glob("*.yaml"))
     assert group_choices("optim") == files and "adam" in files
+
+
+def test_a_list_of_aug_presets_composes_their_ops_in_order():
+    cfg = compose(["aug=[alexnet,cutout]"])
+    assert list(cfg.aug.ops) == ["crop", "flip", "pca", "cutout"] and cfg.aug.name == "alexnet+cutout"
+    assert cfg.aug.pca_std == compose(["aug=alexnet"]).aug.pca_std  # parameters merge too
+    assert cfg.aug.cutout_size == compose(["aug=cutout"]).aug.cutout_size
+    # an op named twice runs once; explicit aug.ops wins
+    assert list(compose(["aug=[crop,alexnet]"]).aug.ops) == ["crop", "flip", "pca"]
+    assert list(compose(["aug=[crop,flip]", "aug.ops=[flip]"]).aug.ops) == ["flip"]
+    with pytest.raises(UsageError, match="unknown aug 'blur'"):
+        compose(["aug=[crop,blur]"])
+    with pytest.raises(UsageError, match="takes one option"):
+        compose(["model=[lenet5,resnet8]"])

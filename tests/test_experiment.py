@@ -90,3 +90,42 @@ def test_every_shipped_experiment_parses_and_its_quick_scale_composes(path):
     assert len(jobs) == math.prod(len(v) for v in spec.axes.values()) * len(spec.seeds)
     assert "full" in spec.scales
     validate_jobs(exp.sweep_overrides(spec, "full"))  # composes; model options fit the model
+
+
+def test_paired_greater_sees_a_consistent_gain_that_overlapping_groups_hide():
+    spec = exp.ExperimentSpec(axes={"size": [10]}, views=["center", "tencrop"],
+                              verdict=exp.VerdictSpec(kind="greater", paired=True,
+                                                      a={"views": "tencrop"}, b={"views": "center"}))
+    # seeds differ a lot, but ten-crop adds 0.01-0.02 to every seed's network
+    center = [0.50, 0.70, 0.90]
+    rows = [{"size": "10", "seed": s, "views": "center", "test_acc": a} for s, a in enumerate(center)]
+    rows += [{"size": "10", "seed": s, "views": "tencrop", "test_acc": a + 0.01 + 0.005 * s}
+             for s, a in enumerate(center)]
+    df = pd.DataFrame(rows)
+    result = exp.decide(spec, df)
+    assert result["verdict"] == "supported" and "paired difference 0.0150" in result["text"]
+    spec.verdict.paired = False  # the same rows as two groups: the intervals overlap
+    assert exp.decide(spec, df)["verdict"] == "inconclusive"
+    spec.verdict.paired = True
+    worse = df.assign(test_acc=[*center, *(a - 0.02 - 0.001 * s for s, a in enumerate(center))])
+    assert exp.decide(spec, worse)["verdict"] == "not supported"
+    # differences pair rows of the same seed only: a missing partner drops out
+    assert exp.paired_differences(df[df.seed != 1].iloc[:-1], {"views": "tencrop"},
+                                  {"views": "center"}, "test_acc", ["size", "seed", "views"]) == [
+        pytest.approx(0.01)]
+
+
+def test_view_modes_in_an_experiment_are_checked(tmp_path):
+    path = tmp_path / "views.yaml"
+    path.write_text("axes: {model: [lenet5]}\nviews: [center, fivecrop]\n")
+    with pytest.raises(UsageError, match="fivecrop"):
+        exp.load(path)
+    path.write_text("axes: {model: [lenet5]}\nviews: [center, 'multiscale:']\n")
+    with pytest.raises(UsageError, match="needs scales"):
+        exp.load(path)
+    path.write_text("axes: {model: [lenet5]}\ntable: {rows: views}\n")
+    with pytest.raises(UsageError, match="not a swept axis"):
+        exp.load(path)  # `views` is an axis only when the experiment lists view modes
+    path.write_text("axes: {model: [lenet5]}\nviews: [center, tencrop]\ntable: {rows: views}\n"
+                    "metric: view_ms_per_image\n")
+    assert exp.load(path).views == ["center", "tencrop"]

@@ -151,3 +151,44 @@ def test_table_view_keeps_numeric_axis_order():
                             "ci_lo": [0.4] * 6, "ci_hi": [0.6] * 6})
     view = table_view(summary, None, ["bs", "norm", "seed"])
     assert view["bs"].tolist() == ["2", "8", "64"] and list(view.columns) == ["bs", "norm=bn", "norm=gn"]
+
+
+def test_experiment_views_test_every_run_under_each_mode(outputs, tmp_path):
+    from cnnlab.ensemble import load_run
+    from cnnlab.data.loader import make_loader
+    from cnnlab.evaluate import predict_views
+
+    path = tmp_path / "views_claim.yaml"
+    path.write_text(
+        "claim: C3\nbase: [data=shapes, data.num_train=200, data.num_test=40, model=resnet8,\n"
+        "  'aug=[crop,flip]', aug.crop_size=28, aug.crop_padding=0, trainer.epochs=1, trainer.threads=1]\n"
+        "axes: {optim: [sgd]}\nseeds: [0, 1]\nviews: [center, tencrop, 'multiscale:28,32']\n"
+        "table: {rows: views}\n"
+        "verdict: {kind: greater, paired: true, a: {views: tencrop}, b: {views: center}}\n")
+    out = _sweep(str(path))
+    assert out.exit_code == 0, out.output
+    (d,) = _dirs(outputs, "views_claim")
+    jobs = pd.read_csv(d / "results.csv")
+    assert len(jobs) == 6 and list(jobs["views"].unique()) == ["center", "tencrop", "multiscale:28,32"]
+    assert sorted(jobs["views_per_image"].unique()) == [1, 10, 20]
+    # the centre rows are the runs' own test_acc (28x28 centre crops, as training tested)
+    run_dirs = sorted(d.glob("jobs/*/run"))
+    own = sorted(json.loads((r / "summary.json").read_text())["test_acc"] for r in run_dirs)
+    assert sorted(jobs[jobs.views == "center"].test_acc) == pytest.approx(own)
+    # a ten-crop row equals an independent predict_views on that run
+    cfg, model, bundle = load_run(run_dirs[0])
+    loader = make_loader(bundle.test, 64, train=False, bundle=bundle, device="cpu", seed=0, workers=0)
+    ten = predict_views(model, loader, "tencrop", 28)["top1"]
+    job = run_dirs[0].parent.name
+    assert jobs[(jobs.job == job) & (jobs.views == "tencrop")].test_acc.item() == pytest.approx(ten)
+    assert "paired difference" in json.loads((d / "verdict.json").read_text())["text"]
+    report = (d / "report.md").read_text()
+    assert "Cost of each test-time view mode" in report and "vs_center" in report
+    # rebuilding the report reuses views.csv instead of testing again
+    from cnnlab import report as rp
+    from cnnlab.experiment import load
+
+    cached = pd.read_csv(d / "views.csv")
+    assert len(cached) == 6
+    again = rp.build(d, load(path), plots=False)
+    assert again.jobs.test_acc.tolist() == jobs.test_acc.tolist()

@@ -59,9 +59,10 @@ def test_center_of_crop_sized_image_is_identity():
 
 
 def test_crop_rule():
-    assert vw.geometry((32, 32)) == (28, None)
-    assert vw.geometry((64, 64)) == (60, None)
-    assert vw.geometry((8, 8)) == (8, None)  # under 16 px: the whole image
+    # small images: the default crop is the whole (training-size) image, cut without resizing
+    assert vw.geometry((32, 32)) == (32, None)
+    assert vw.geometry((8, 8)) == (8, None)
+    assert vw.geometry((32, 32), 28) == (28, None)
     assert vw.geometry((32, 32), 30) == (30, None)
     assert vw.geometry((224, 224)) == (224, 256)  # shorter side to 224 / 0.875
     assert vw.geometry((160, 160), 128) == (128, 146)
@@ -147,13 +148,44 @@ def test_eval_end_to_end_writes_rows_and_prints_table(lenet_run, outputs):
     assert res.exit_code == 0 and "ten-crop / centre time per image" in res.output
 
 
-def test_eval_falls_back_to_whole_image_when_model_cannot_take_the_crop(tmp_path, outputs):
+def test_run_trained_on_crops_is_tested_on_crops_of_that_size(tmp_path, outputs):
     from cnnlab.train import train
 
-    s = train(tiny("model=lenet5", "trainer.epochs=1", "data.num_train=64", "data.num_test=16"))
-    res = runner.invoke(app, ["eval", s["path"]], terminal_width=200)
+    s = train(tiny("model=resnet8", "aug=crop", "aug.crop_size=28", "aug.crop_padding=0",
+                   "trainer.epochs=1", "data.num_train=64", "data.num_test=32"))
+    trained = pd.read_csv(outputs / "results.csv")
+    res = runner.invoke(app, ["eval", s["path"], "--tencrop"], terminal_width=200)
     assert res.exit_code == 0, res.output
-    assert "cannot take 28x28" in res.output and "whole 32x32" in res.output
+    assert "whole" not in res.output  # 28 of 32: distinct crops, no note
+    df = pd.read_csv(outputs / "results.csv")
+    rows = df[df["status"] == "eval"].reset_index()
+    assert list(rows["eval_crop"]) == [28, 28]
+    # the training run's test_acc is the centre 28x28 crop: `eval` reproduces it
+    assert rows["eval_top1"][0] == pytest.approx(trained["test_acc"][0])
+    # a run trained on whole images gets told that its ten crops collapse to two views
+    s2 = train(tiny("model=resnet8", "trainer.epochs=1", "data.num_train=64", "data.num_test=32"))
+    res = runner.invoke(app, ["eval", s2["path"], "--tencrop"], terminal_width=200)
+    assert res.exit_code == 0 and "whole 32x32 image" in res.output
+
+
+def test_crop_size_shrinks_training_batches_and_checks_its_bound():
+    from cnnlab import augment
+    from cnnlab.config import compose
+
+    cfg = compose(["aug=crop", "aug.crop_size=28", "aug.crop_padding=0"]).aug
+    op = augment.create(cfg)
+    x = torch.rand(5, 3, 32, 32)
+    out = op(x, torch.Generator().manual_seed(0))
+    assert out.shape == (5, 3, 28, 28)
+    # every output is a 28x28 window of its own image: find it by exhaustive search
+    for i in range(5):
+        windows = x[i].unfold(1, 28, 1).unfold(2, 28, 1)  # (3, 5, 5, 28, 28)
+        hits = (windows == out[i][:, None, None]).flatten(3).all(3).all(0)
+        assert hits.any()
+    assert augment.input_size(cfg, (32, 32)) == (28, 28)
+    assert augment.input_size(compose(["aug=flip", "aug.crop_size=28"]).aug, (32, 32)) == (32, 32)
+    with pytest.raises(UsageError, match="larger than"):
+        augment.input_size(compose(["aug=crop", "aug.crop_size=41"]).aug, (32, 32))  # > 32 + 2*4
 
 
 @pytest.mark.parametrize("name, code, fragment", [

@@ -40,7 +40,7 @@ def _natural(text: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
-NOT_FAMILIES = {"layers", "profile"}
+NOT_FAMILIES = {"layers", "profile", "torchvision_weights"}
 
 
 def _load_all() -> None:

