@@ -72,6 +72,12 @@ def _sweep_report(console, p, spec, plots: bool) -> None:
     console.print(rich_table(status.astype(object).where(status.notna(), "")))
     console.print(f"[bold]{p.metric}[/bold] (mean ± 95% CI half-width over seeds)")
     console.print(rich_table(report.table_view(r.summary, spec, r.axes)))
+    if r.verdict and spec.verdict.kind == "best" and r.verdict.get("evidence"):
+        console.print(f"[bold]{p.metric} of each {spec.verdict.by} per cell; the recommended one[/bold]")
+        console.print(rich_table(report.best_table(r.verdict["evidence"])))
+    if spec is not None and spec.views and "view_ms_per_image" in r.jobs.columns:
+        console.print("[bold]cost of each test-time view mode[/bold]")
+        console.print(rich_table(report.view_costs(r.jobs)))
     if r.verdict:
         console.print(f"[bold]claim {r.verdict['claim']}: {r.verdict['verdict']}[/bold] - {r.verdict['text']}")
     console.print(f"report: {p.sweep_dir / 'report.md'}")

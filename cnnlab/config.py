@@ -135,8 +135,17 @@ class TrainerConfig:
 
 @dataclass
 class PrecisionConfig:
+    # Number formats of a run (cnnlab/precision.py); the presets in conf/precision/ set these.
     name: str = "fp32"
-    dtype: str = "float32"
+    dtype: str = "float32"  # the weights': float64 | float32 | bfloat16 | float16 (16: "pure")
+    amp_dtype: Optional[str] = None  # autocast forward+loss in bfloat16 | float16; null: off
+    tf32: bool = False  # CUDA: matmuls and convs on TF32 tensor cores; plain fp32 elsewhere
+    loss_scale: str = "none"  # dynamic (torch.amp.GradScaler; skips inf/nan steps) | none
+    init_scale: float = 65536.0  # first dynamic loss scale: 2**16, GradScaler's default
+    growth_interval: int = 2000  # steps without overflow before the scale doubles (GradScaler's)
+    # 16-bit weights: the fp32 update lands on the 16-bit grid to nearest, or stochastically
+    # (up with probability proportional to the distance; Gupta et al. 2015, sec. 3)
+    rounding: str = "nearest"  # nearest | stochastic
 
 
 @dataclass
@@ -211,14 +220,24 @@ def compose(overrides: list[str] | None = None) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from hydra.core.global_hydra import GlobalHydra
+
     overrides = expand_aug_lists(list(overrides or []))
     check_group_overrides(overrides)
     register_schemas()
+    # inside a sweep job Hydra is already initialised (a transfer job composes its pretraining
+    # run's config): set the job's Hydra aside while composing, then put it back
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="cnnlab"):
             cfg = hydra_compose(config_name="config", overrides=overrides)
     except Exception as exc:  # Hydra and OmegaConf raise many types; all mean bad input here
         raise UsageError(explain_compose_error(exc)) from exc
+    finally:
+        if outer is not None:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(outer)
     validate(cfg)
     return cfg
 

@@ -24,6 +24,8 @@ class FitResult:
     train_seconds: float = 0.0
     images_seen: int = 0
     first_batch_at: float = float("nan")  # time.time() when the first training batch started
+    skipped_steps: int = 0  # optimizer steps the loss scaler skipped (inf/nan gradients)
+    loss_scale: float = 1.0  # the final loss scale (1.0: the loss is not scaled)
 
 
 def _improved(value: float, best: float, mode: str) -> bool:
@@ -56,7 +58,7 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
         device = train_loader.path.device
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
-        seen = 0
+        seen = skipped = 0
         lr = max(g["lr"] for g in optimizer.param_groups)  # the head's, under transfer.lr_mult
         start = time.perf_counter()
         for b, (x, y) in enumerate(train_loader, start=1):
@@ -71,12 +73,12 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
                     logits = out
                     loss = criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if sched_when == "step":
-                scheduler.step()
+            # backward, clip, step; False when a loss scaler skipped the step (inf/nan grads)
+            if precision.step(loss, optimizer, model, cfg.grad_clip):
+                if sched_when == "step":  # the schedule counts real updates only
+                    scheduler.step()
+            else:
+                skipped += 1
             n = x.shape[0]
             loss_sum += loss.detach().double() * n
             hard = y.argmax(1) if y.dim() == 2 else y  # soft targets after mixup/cutmix
@@ -88,13 +90,16 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
         train_seconds = time.perf_counter() - start
         result.train_seconds += train_seconds
         result.images_seen += seen
+        result.skipped_steps += skipped
+        result.loss_scale = precision.loss_scale
         train_loss, train_acc = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
 
         val = evaluate(model, val_loader, autocast=precision.autocast, crop=eval_crop) if has_val else \
             {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
-               "epoch_seconds": train_seconds, "images_per_sec": seen / max(train_seconds, 1e-9)}
+               "epoch_seconds": train_seconds, "images_per_sec": seen / max(train_seconds, 1e-9),
+               "skipped_steps": skipped, "loss_scale": result.loss_scale}
         result.history.append(row)
         if run is not None:
             run.log_metrics(row)

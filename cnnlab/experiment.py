@@ -209,6 +209,8 @@ def _fmt_value(v: Any, inner: bool = False) -> str:
         return "'" + v.replace("'", "\\'") + "'"
     if isinstance(v, bool):
         return str(v).lower()
+    if v is None:
+        return "null"
     return str(v)
 
 

@@ -125,13 +125,14 @@ def view_rows(sweep_dir: Path, jobs, modes: list[str]):
             cache[(r["job"], r["views"])] = r
     rows, fresh = [], False
     for job in jobs.to_dict("records"):
+        todo = [m for m in modes if (job["job"], m) not in cache]
+        if job["status"] == "done" and todo:
+            for mode, scores in _score_views(sweep_dir / "jobs" / job["job"] / "run", todo).items():
+                cache[(job["job"], mode)] = {"job": job["job"], "views": mode, **scores}
+            fresh = True
         for mode in modes:
             row = dict(job, views=mode)
             if job["status"] == "done":
-                if (job["job"], mode) not in cache:
-                    cache[(job["job"], mode)] = {"job": job["job"], "views": mode,
-                                                 **_score_views(sweep_dir / "jobs" / job["job"] / "run", mode)}
-                    fresh = True
                 got = cache[(job["job"], mode)]
                 row.update({k: got[k] for k in ("test_acc", "test_top5", "test_loss",
                                                  "view_ms_per_image", "views_per_image")})
@@ -143,8 +144,9 @@ def view_rows(sweep_dir: Path, jobs, modes: list[str]):
     return pd.DataFrame(rows)
 
 
-def _score_views(run_dir: Path, mode: str) -> dict:
-    """One run's test split under one view mode ("center", "tencrop", "multiscale:S,...")."""
+def _score_views(run_dir: Path, modes: list[str]) -> dict[str, dict]:
+    """One run's test split under each view mode ("center", "tencrop", "multiscale:S,..."),
+    the model and data loaded once."""
     from cnnlab import augment
     from cnnlab import views as vw
     from cnnlab.data.loader import make_loader
@@ -154,11 +156,14 @@ def _score_views(run_dir: Path, mode: str) -> dict:
     cfg, model, bundle = load_run(run_dir)
     loader = make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, bundle=bundle,
                          device="cpu", seed=0, workers=cfg.data.workers)
-    name, _, scale_text = mode.partition(":")
     crop, resize = vw.geometry(bundle.image_size, min(augment.input_size(cfg.aug, bundle.image_size)))
-    m = predict_views(model, loader, name, crop, vw.parse_scales(scale_text), resize=resize)
-    return {"test_acc": m["top1"], "test_top5": m["top5"], "test_loss": m["nll"],
-            "view_ms_per_image": m["ms_per_image"], "views_per_image": m["views"]}
+    out = {}
+    for mode in modes:
+        name, _, scale_text = mode.partition(":")
+        m = predict_views(model, loader, name, crop, vw.parse_scales(scale_text), resize=resize)
+        out[mode] = {"test_acc": m["top1"], "test_top5": m["top5"], "test_loss": m["nll"],
+                     "view_ms_per_image": m["ms_per_image"], "views_per_image": m["views"]}
+    return out
 
 
 def _ensembles(sweep_dir: Path, jobs, axes: list[str]) -> list[dict]:

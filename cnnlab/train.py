@@ -200,6 +200,8 @@ def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> 
         # from the job's start to its first batch, less its own data and model set-up
         "overhead_seconds": round(fit.first_batch_at - (job_started or entered) - setup_seconds, 3),
         "n_train": len(b.train), "n_val": len(b.val), "n_test": len(b.test),
+        # fp16 with a dynamic loss scaler: optimizer steps skipped on overflow, the final scale
+        "skipped_steps": getattr(fit, "skipped_steps", 0), "loss_scale": getattr(fit, "loss_scale", 1.0),
     }
     status = "diverged" if fit.diverged else "done"
     env = {"torch": torch.__version__, "device": str(parts.device),

@@ -129,3 +129,63 @@ def test_view_modes_in_an_experiment_are_checked(tmp_path):
     path.write_text("axes: {model: [lenet5]}\nviews: [center, tencrop]\ntable: {rows: views}\n"
                     "metric: view_ms_per_image\n")
     assert exp.load(path).views == ["center", "tencrop"]
+
+
+def _quadrant_rows(cells):
+    rows = []
+    for (size, strategy), accs in cells.items():
+        rows += [{"size": size, "transfer": strategy, "seed": s, "test_acc": a} for s, a in enumerate(accs)]
+    return pd.DataFrame(rows)
+
+
+def test_best_verdict_per_cell():
+    spec = exp.ExperimentSpec(
+        axes={"size": ["10", "null"], "transfer": ["probe", "tune"]},
+        verdict=exp.VerdictSpec(kind="best", by="transfer", recommend=[
+            {"when": {"size": 10}, "best": "probe"}, {"when": {"size": None}, "best": "tune"}]))
+    exp.check(spec)
+    wins = _quadrant_rows({("10", "probe"): [0.80, 0.70, 0.90], ("10", "tune"): [0.78, 0.69, 0.87],
+                           ("null", "probe"): [0.80, 0.81, 0.82], ("null", "tune"): [0.90, 0.91, 0.93]})
+    result = exp.decide(spec, wins)
+    assert result["verdict"] == "supported" and "size=null: recommended tune" in result["text"]
+    # the probe is clearly beaten seed by seed in the small cell (every seed +0.05)
+    beaten = wins.assign(test_acc=[0.80, 0.70, 0.90, 0.85, 0.75, 0.95, 0.80, 0.81, 0.82, 0.90, 0.91, 0.93])
+    result = exp.decide(spec, beaten)
+    assert result["verdict"] == "not supported" and "beaten (paired) by tune" in result["text"]
+    # second by a hair, not significantly: inconclusive
+    close = wins.assign(test_acc=[0.80, 0.70, 0.90, 0.81, 0.69, 0.92, 0.80, 0.81, 0.82, 0.90, 0.91, 0.93])
+    assert exp.decide(spec, close)["verdict"] == "inconclusive"
+    from cnnlab.report import best_table
+
+    table = best_table(exp.decide(spec, wins)["evidence"])
+    assert list(table.columns) == ["", "size=10", "size=null"]
+    assert list(table[""]) == ["probe", "tune", "recommended", "best", "outcome"]
+
+
+def test_best_verdict_checks_its_recommendations(tmp_path):
+    path = tmp_path / "q.yaml"
+    path.write_text("axes: {transfer: [a, b]}\nverdict: {kind: best, by: transfer, "
+                    "recommend: [{when: {transfer: a}, best: c}]}\n")
+    with pytest.raises(UsageError, match="not one of the swept values"):
+        exp.load(path)
+
+
+def test_override_values_are_quoted_as_hydra_needs():
+    assert exp._fmt_value(None) == "null"
+    assert exp._fmt_value(["data=shapes", "trainer.epochs=15"]) == "['data=shapes','trainer.epochs=15']"
+    assert exp._fmt_value([1.0, 0.1]) == "[1.0,0.1]"
+    from cnnlab.config import compose
+
+    jobs = exp.expand_grid(exp.sweep_overrides(exp.ExperimentSpec(
+        axes={"transfer.pretrain": [["data=shapes", "trainer.epochs=1"]], "data.train_per_class": [10, None]})))
+    assert [compose(j).data.train_per_class for j in jobs] == [10, 10, 10, None, None, None]  # x 3 seeds
+    assert list(compose(jobs[0]).transfer.pretrain) == ["data=shapes", "trainer.epochs=1"]
+
+
+def test_seconds_to_target_sums_epoch_times_and_censors(tmp_path):
+    from cnnlab.sweep import to_target
+
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("epoch,val_acc,epoch_seconds\n1,0.5,2.0\n2,0.85,3.0\n3,0.9,4.0\n")
+    assert to_target(csv, "val_acc", 0.8) == (2.0, 5.0)
+    assert to_target(csv, "val_acc", 0.95) == (4.0, pytest.approx(9.0 * 4 / 3))

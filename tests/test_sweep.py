@@ -192,3 +192,17 @@ def test_experiment_views_test_every_run_under_each_mode(outputs, tmp_path):
     assert len(cached) == 6
     again = rp.build(d, load(path), plots=False)
     assert again.jobs.test_acc.tolist() == jobs.test_acc.tolist()
+
+
+def test_transfer_jobs_share_one_cached_pretraining_run(outputs):
+    """Jobs compose their source's pretraining config inside Hydra's multirun; the source is
+    trained by the first job and read from the cache by the rest."""
+    out = _sweep("data=digits", "model=resnet8", "trainer.epochs=1", "trainer.threads=1",
+                 "transfer.source=pretrain", "data.train_per_class=5",
+                 "transfer.pretrain=['data=shapes','data.num_train=200','data.num_test=40','trainer.epochs=1']",
+                 "transfer=scratch,linear_probe", "seed=0,1")
+    assert out.exit_code == 0, out.output
+    (d,) = _dirs(outputs)
+    jobs = pd.read_csv(d / "results.csv")
+    assert list(jobs.status) == ["done"] * 4
+    assert len([p for p in (outputs / "cache" / "pretrain").iterdir() if p.is_dir()]) == 1

@@ -108,7 +108,7 @@ def lr_multipliers(model, cfg: Any) -> dict | None:
     """{id(param): multiplier} for a transfer run's optimizer, None for plain runs."""
     from cnnlab.transfer import layers
 
-    if not uses_source(cfg) or list(cfg.transfer.lr_mult) in ([], [1.0]):
-        return None
+    if not uses_source(cfg) or cfg.transfer.name == "scratch" or list(cfg.transfer.lr_mult) in ([], [1.0]):
+        return None  # scratch trains every layer at optim.lr
     net = model.net if isinstance(model, layers.TransferNet) else model
     return layers.lr_multipliers(net, cfg.transfer.lr_mult)
