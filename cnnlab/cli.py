@@ -118,7 +118,10 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
 
     console = Console()
     summary = run_train(conf, console=console)
-    _print_summary(console, summary)
+    from cnnlab.distributed import main_process
+
+    if main_process():  # under torchrun / srun every rank returns; rank 0 speaks
+        _print_summary(console, summary)
     if summary["status"] == "diverged":
         raise typer.Exit(3)
 
@@ -265,6 +268,7 @@ def data_bench(num: int = typer.Option(20000, "--num", help="Images per timed re
 
 # The other command groups live in their own modules; importing them registers their commands.
 from cnnlab import cli_aug, cli_eval, cli_models, cli_sweep  # noqa: E402,F401
+from cnnlab import cli_bench  # noqa: E402,F401
 
 
 def main() -> None:

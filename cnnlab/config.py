@@ -117,7 +117,7 @@ class SchedConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = 20
-    batch_size: int = 64
+    batch_size: int = 64  # per process: a run of trainer.devices=N steps on N x batch_size images
     eval_batch_size: int = 512
     label_smoothing: float = 0.0
     grad_clip: float = 0.0  # max global grad norm; 0 disables
@@ -125,7 +125,14 @@ class TrainerConfig:
     monitor: str = "val_acc"  # val_acc | val_loss: picks the best checkpoint and drives early stop
     test_on: str = "best"  # best | last: which weights the test set is evaluated on
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    devices: int = 1
+    # data-parallel processes: N >= 1, or auto (one per CUDA GPU, 1 without CUDA). N > 1 starts
+    # N processes through torch.distributed's elastic launcher (cnnlab/distributed.py); under
+    # torchrun or srun it must be auto or their world size. Any: an int or the string auto.
+    devices: Any = 1
+    sync_bn: bool = False  # devices > 1: batch norm over the global batch (SyncBatchNorm; CUDA)
+    # none | linear: optim.lr x processes, for the N x larger global batch (Goyal et al. 2017,
+    # "Accurate, large minibatch SGD", sec. 2.1; pair it with sched.warmup_epochs, their 5)
+    lr_scaling: str = "none"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     deterministic: bool = True
     channels_last: bool = False
@@ -358,7 +365,8 @@ _RULES = [
     ("trainer.epochs", lambda v: v >= 1, "at least 1"),
     ("trainer.batch_size", lambda v: v >= 1, "at least 1"),
     ("trainer.eval_batch_size", lambda v: v >= 1, "at least 1"),
-    ("trainer.devices", lambda v: v >= 1, "at least 1"),
+    ("trainer.devices", lambda v: v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+     "at least 1 or auto"),
     ("trainer.threads", lambda v: v >= 0, "0 (torch's default) or more"),
     ("trainer.early_stop", lambda v: v >= 0, "0 (off) or more"),
     ("trainer.grad_clip", lambda v: v >= 0, "0 (off) or more"),

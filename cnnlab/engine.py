@@ -1,5 +1,9 @@
 """The training loop: epochs of train steps, a validation pass, best-weights tracking, early
 stopping, checkpoints and one metrics row per epoch. Read it top to bottom.
+
+Data-parallel runs (cnnlab.distributed) pass their `group`: the model is then the DDP wrapper,
+the epoch's train sums are added over the ranks, and validation runs on rank 0 and is shared,
+so every rank takes the same early-stop, schedule and best-weights decisions.
 """
 
 from __future__ import annotations
@@ -37,11 +41,14 @@ def _improved(value: float, best: float, mode: str) -> bool:
 
 
 def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, cfg: Any,
-        precision, progress, run=None, criterion=None, eval_crop=None) -> FitResult:
+        precision, progress, run=None, criterion=None, eval_crop=None, group=None) -> FitResult:
     """Train `model` for cfg.epochs (a TrainerConfig); returns the history and the best weights.
 
-    eval_crop: validate on centre crops of this side (training on aug.crop_size crops)."""
+    eval_crop: validate on centre crops of this side (training on aug.crop_size crops).
+    group: a cnnlab.distributed.Context when `model` is its DistributedDataParallel wrapper."""
     import torch
+
+    net = model.module if group is not None else model  # weights are saved and evaluated bare
 
     criterion = criterion or torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     has_val = val_loader is not None and val_loader.num_samples > 0
@@ -88,14 +95,22 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
                 elapsed = time.perf_counter() - start
                 progress.batch(b, loss_sum.item() / seen, correct.item() / seen, seen / elapsed)
         train_seconds = time.perf_counter() - start
+        if group is not None:  # every rank sees the global numbers (one collective per epoch)
+            loss_sum, correct, seen = group.all_sum(loss_sum, correct, seen)
+            seen = int(seen)
         result.train_seconds += train_seconds
         result.images_seen += seen
         result.skipped_steps += skipped
         result.loss_scale = precision.loss_scale
-        train_loss, train_acc = loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
+        train_loss, train_acc = float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
 
-        val = evaluate(model, val_loader, autocast=precision.autocast, crop=eval_crop) if has_val else \
-            {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
+        if not has_val:
+            val = {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
+        elif group is None:
+            val = evaluate(net, val_loader, autocast=precision.autocast, crop=eval_crop)
+        else:  # rank 0 over the whole split, exactly as one process would
+            val = group.from_main(lambda: evaluate(net, val_loader, autocast=precision.autocast,
+                                                   crop=eval_crop))
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
                "epoch_seconds": train_seconds, "images_per_sec": seen / max(train_seconds, 1e-9),
@@ -116,14 +131,14 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
             scheduler.step(metric)
         if _improved(metric, result.best_metric, mode):
             result.best_metric, result.best_epoch, since_best = metric, epoch, 0
-            result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            result.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             if run is not None and cfg.checkpoints:
                 checkpoint.save({"model": result.best_state, "epoch": epoch, monitor: metric},
                                 run.checkpoints / "best.pt")
         else:
             since_best += 1
         if run is not None and cfg.checkpoints:
-            checkpoint.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            checkpoint.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict() if scheduler else None,
                              "epoch": epoch, "best_metric": result.best_metric,
                              "best_epoch": result.best_epoch, "rng": checkpoint.rng_state()},

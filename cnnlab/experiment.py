@@ -444,4 +444,6 @@ def _pm(s: dict) -> str:
 def _cond(cond: dict) -> str:
     if not cond:
         return ""
-    return ",".join(f"{k}={_fmt_value(v)}" for k, v in cond.items())
+    # a one-item list of alternatives reads as its item: {lr_mult: [[1.0, 0.1]]} -> lr_mult=[1.0,0.1]
+    return ",".join(f"{k}={_fmt_value(v[0] if isinstance(v, (list, tuple)) and len(v) == 1 else v)}"
+                    for k, v in cond.items())

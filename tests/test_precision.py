@@ -14,7 +14,8 @@ from conftest import tiny
 
 # fp16 (and bf16 on CPUs without it) is emulated and slow on CPU: a few images, a small net
 SMALL = ("data=digits", "data.train_per_class=20", "model=lenet5", "trainer.epochs=1")
-WEIGHT_DTYPE = {"fp64": torch.float64, "bf16_pure": torch.bfloat16, "fp16_pure": torch.float16}
+WEIGHT_DTYPE = {"fp64": torch.float64, "bf16_pure": torch.bfloat16, "fp16_pure": torch.float16,
+                "bf16_pure_stochastic": torch.bfloat16, "fp16_pure_stochastic": torch.float16}
 
 pytestmark = pytest.mark.filterwarnings("ignore::cnnlab.precision.PrecisionWarning")
 
@@ -202,7 +203,7 @@ def test_fp16_on_a_cpu_without_native_fp16_warns_once(monkeypatch, flags, warns)
 
 
 @pytest.mark.parametrize("overrides, fragment", [
-    (["precision=fp8"], "choose from: bf16_mixed, bf16_pure, fp16_mixed"),
+    (["precision=fp8"], "choose from: bf16_mixed, bf16_pure, bf16_pure_stochastic, fp16_mixed"),
     (["precision.rounding=even"], "choose from: nearest, stochastic"),
     (["precision.loss_scale=static"], "choose from: none, dynamic"),
     (["precision.amp_dtype=float8"], "choose from: bfloat16, float16"),

@@ -23,6 +23,14 @@ def _epoch_generator(seed: int, epoch: int, device: torch.device | str = "cpu") 
     return torch.Generator(device=device).manual_seed((int(seed) * 1_000_003 + int(epoch)) % 2**63)
 
 
+def _shard(order: torch.Tensor, rank: int, world: int, even: bool) -> torch.Tensor:
+    """Rank `rank`'s every-world-th share of an epoch's order; `even` first drops the order's
+    last len % world samples, so every rank gets the same count (and takes the same steps)."""
+    if even:
+        order = order[:order.numel() - order.numel() % world]
+    return order[rank::world]
+
+
 class _BatchPath:
     """What both loaders do to a uint8 batch on the device: augment, then normalise."""
 
@@ -55,18 +63,24 @@ class InMemoryLoader:
     """Seeded batches cut from a uint8 (N, C, H, W) tensor kept on the training device.
 
     With `rank`/`world` set, each process of a data-parallel job takes every world-th sample of
-    the same epoch permutation, so the shards are disjoint and cover the epoch.
+    the same epoch permutation, so the shards are disjoint and cover the epoch (`even`: all but
+    the permutation's last len % world samples, so the ranks' shards are the same size).
+    Augmentation draws from `aug_seed` (default seed + 1): the permutation must be the same on
+    every rank, the augmentation need not be.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
                  mean, std, device="cpu", shuffle: bool = False, drop_last: bool = False,
                  seed: int = 0, augment: Optional[Augment] = None, channels_last: bool = False,
-                 rank: int = 0, world: int = 1, dtype=torch.float32, num_classes: Optional[int] = None):
+                 rank: int = 0, world: int = 1, dtype=torch.float32,
+                 num_classes: Optional[int] = None, even: bool = False,
+                 aug_seed: Optional[int] = None):
         self.path = _BatchPath(mean, std, device, augment, channels_last, dtype, num_classes)
         self.images = images.to(self.path.device)
         self.labels = labels.to(self.path.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.rank, self.world = seed, rank, world
+        self.seed, self.rank, self.world, self.even = seed, rank, world, even
+        self.aug_seed = seed + 1 if aug_seed is None else aug_seed
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -74,7 +88,8 @@ class InMemoryLoader:
 
     @property
     def num_samples(self) -> int:
-        return len(range(self.rank, self.labels.numel(), self.world))
+        n = self.labels.numel()
+        return len(range(self.rank, n - n % self.world if self.even else n, self.world))
 
     def __len__(self) -> int:
         n = self.num_samples
@@ -87,11 +102,12 @@ class InMemoryLoader:
             order = torch.randperm(n, generator=_epoch_generator(self.seed, self.epoch))
         else:
             order = torch.arange(n)
-        return order[self.rank::self.world].to(self.path.device)
+        return _shard(order, self.rank, self.world, self.even).to(self.path.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.indices()
-        gen = _epoch_generator(self.seed + 1, self.epoch, self.path.device) if self.path.augment else None
+        gen = (_epoch_generator(self.aug_seed, self.epoch, self.path.device)
+               if self.path.augment else None)
         for b in range(self.start_batch, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.path.finish(self.images[idx], gen, self.labels[idx])
@@ -103,11 +119,14 @@ class StreamLoader:
     def __init__(self, dataset, labels: torch.Tensor, batch_size: int, *, mean, std, device="cpu",
                  shuffle: bool = False, drop_last: bool = False, seed: int = 0,
                  augment: Optional[Augment] = None, channels_last: bool = False, workers: int = 2,
-                 rank: int = 0, world: int = 1, dtype=torch.float32, num_classes: Optional[int] = None):
+                 rank: int = 0, world: int = 1, dtype=torch.float32,
+                 num_classes: Optional[int] = None, even: bool = False,
+                 aug_seed: Optional[int] = None):
         self.path = _BatchPath(mean, std, device, augment, channels_last, dtype, num_classes)
         self.dataset, self.labels = dataset, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.workers, self.rank, self.world = seed, workers, rank, world
+        self.seed, self.workers, self.rank, self.world, self.even = seed, workers, rank, world, even
+        self.aug_seed = seed + 1 if aug_seed is None else aug_seed
         self.epoch, self.start_batch = 0, 0
 
     set_epoch = InMemoryLoader.set_epoch
@@ -118,8 +137,8 @@ class StreamLoader:
         from torch.utils.data import DataLoader, Subset
 
         n = self.labels.numel()
-        order = (torch.randperm(n, generator=_epoch_generator(self.seed, self.epoch))
-                 if self.shuffle else torch.arange(n))[self.rank::self.world]
+        order = _shard(torch.randperm(n, generator=_epoch_generator(self.seed, self.epoch))
+                       if self.shuffle else torch.arange(n), self.rank, self.world, self.even)
         order = order[self.start_batch * self.batch_size:]
         loader = DataLoader(Subset(self.dataset, order.tolist()), batch_size=self.batch_size,
                             drop_last=self.drop_last, num_workers=self.workers,
@@ -128,22 +147,28 @@ class StreamLoader:
                             # worker seeds from our own stream, not the global RNG (which
                             # would shift dropout and init between in-memory and streamed runs)
                             generator=_epoch_generator(self.seed + 2, self.epoch))
-        gen = _epoch_generator(self.seed + 1, self.epoch, self.path.device) if self.path.augment else None
+        gen = (_epoch_generator(self.aug_seed, self.epoch, self.path.device)
+               if self.path.augment else None)
         for x, y in loader:
             yield self.path.finish(x, gen, y)
 
 
 def make_loader(split, batch_size: int, *, train: bool, bundle, device, seed: int,
                 augment: Optional[Augment] = None, channels_last: bool = False, workers: int = 2,
-                rank: int = 0, world: int = 1, dtype=torch.float32, num_classes: Optional[int] = None):
-    """A loader for one split: shuffled, augmented and with full batches only when training."""
+                rank: int = 0, world: int = 1, dtype=torch.float32,
+                num_classes: Optional[int] = None, aug_seed: Optional[int] = None):
+    """A loader for one split: shuffled, augmented and with full batches only when training.
+
+    rank/world: this process's shard of a data-parallel run. Training shards are even (the
+    epoch's last len % world samples sit out), so every rank takes the same number of steps."""
     # Every sample once per epoch; only a lone last sample is dropped (batch norm needs two).
     n = len(split) // world
     drop_last = train and n > 1 and n % batch_size == 1
     kw = dict(mean=bundle.mean, std=bundle.std, device=device, shuffle=train,
               drop_last=drop_last, seed=seed,
               augment=augment if train else None, channels_last=channels_last,
-              rank=rank, world=world, dtype=dtype, num_classes=num_classes)
+              rank=rank, world=world, dtype=dtype, num_classes=num_classes,
+              even=train and world > 1, aug_seed=aug_seed)
     if split.in_memory:
         return InMemoryLoader(split.images, split.labels, batch_size, **kw)
     return StreamLoader(split.dataset, split.labels, batch_size, workers=workers, **kw)

@@ -1,0 +1,95 @@
+"""`cnnlab bench-train` (cnnlab.bench.train): behaviour, not speed."""
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cnnlab.bench import train as bench
+from cnnlab.cli import app
+from conftest import TINY, tiny
+
+runner = CliRunner()
+QUICK = ["--steps", "3", "--warmup", "1"]
+
+
+def test_bench_train_prints_phases_ratios_and_appends_rows(outputs):
+    out = runner.invoke(app, ["bench-train", "data=digits", "model=lenet5", *TINY, *QUICK,
+                              "--vs-dataloader", "--workers", "0"])
+    assert out.exit_code == 0, out.output
+    for fragment in ("data", "forward", "backward", "optimizer", "ceiling", "x the ceiling",
+                     "cnnlab / DataLoader (0 workers)", "inference:", "GFLOPs/image"):
+        assert fragment in out.output, fragment
+    df = pd.read_csv(outputs / "results.csv")
+    assert len(df) == 3 and df.status.eq("bench").all() and df.run_id.nunique() == 1
+    assert df.run_id.iloc[0].startswith("bench-train-")
+    assert sorted(df.bench_pipeline) == ["ceiling", "cnnlab", "dataloader"]
+    assert df.model.eq("lenet5").all() and df.precision.eq("fp32").all()
+    assert df.device.eq("cpu").all() and df.threads.eq(1).all()
+    assert df.channels_last.eq(False).all() and (df.params > 0).all() and (df.gflops_per_image > 0).all()
+    rows = df.set_index("bench_pipeline")
+    assert rows.loc["ceiling", "bench_vs_ceiling"] == 1.0
+    assert rows.loc["dataloader", "bench_vs_dataloader"] == 1.0
+    assert rows.loc["cnnlab", "bench_vs_dataloader"] > 0
+    for name, row in rows.iterrows():
+        phases = [row[f"bench_{p}_ms"] for p in bench.PHASES]
+        assert all(v > 0 for v in phases[1:]), (name, phases)  # a fixed batch takes ~0 ms of data
+        assert phases[0] >= 0 and row.bench_step_ms > 0 and row.bench_images_per_sec > 0
+        assert sum(phases) == pytest.approx(row.bench_step_ms, rel=0.05), name
+    assert rows.loc["cnnlab", "bench_data_ms"] > 0 and rows.loc["dataloader", "bench_data_ms"] > 0
+    assert (df.bench_infer_images_per_sec > 0).all()
+
+
+def test_every_step_splits_into_positive_phases_that_add_up():
+    cfg = tiny("model=lenet5", "aug=[crop,flip]")
+    r = bench.run(cfg, steps=4, warmup=1, repeats=2)
+    assert set(r.steps) == {"cnnlab", "ceiling", "inference"} and r.rounds == 2
+    for name in ("cnnlab", "ceiling"):
+        s = r.steps[name]
+        assert len(s.seconds) == 4 and s.rounds == [0, 0, 1, 1]
+        for i, total in enumerate(s.seconds):
+            parts = [s.phases[p][i] for p in bench.PHASES]
+            assert all(v > 0 for v in parts[1:]) and parts[0] >= 0
+            # the phases partition the step; only the final clock read lies outside them
+            assert sum(parts) == pytest.approx(total, rel=0.02, abs=1e-4)
+    assert len(r.steps["inference"].seconds) == 4
+    assert r.ratio("cnnlab", "ceiling") > 0 and len(r.round_ratios("cnnlab", "ceiling")) == 2
+
+
+def test_torchvision_transforms_match_the_preset_and_name_what_is_left_out():
+    cfg = tiny("aug=alexnet")
+    transform, mix, names, left = bench.torchvision_transforms(cfg.aug, (32, 32), [0.5] * 3, [0.25] * 3, 10)
+    assert mix is None and left == ["pca"]
+    assert names[:2] == ["RandomCrop(32x32, padding=4)", "RandomHorizontalFlip(0.5)"]
+    x = transform(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8))
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and x.min() >= -2 and x.max() <= 2
+    cfg = tiny("aug=[mixup,cutmix]")
+    _, mix, names, left = bench.torchvision_transforms(cfg.aug, (32, 32), [0.5] * 3, [0.25] * 3, 10)
+    assert mix is not None and left == ["cutmix"]  # v2 mixes integer labels only: one mixing op
+    x, y = bench.MixCollate(mix)([(torch.rand(3, 32, 32), torch.tensor(i)) for i in range(4)])
+    assert x.shape == (4, 3, 32, 32) and y.shape == (4, 10)
+
+
+def test_mixing_aug_and_crop_size_run_through_the_dataloader(outputs):
+    out = runner.invoke(app, ["bench-train", "data=shapes", "data.num_train=200", "data.num_test=50",
+                              "model=lenet5", "aug=[crop,mixup]", "aug.crop_size=28", *TINY,
+                              "--steps", "2", "--warmup", "0", "--repeats", "1",
+                              "--vs-dataloader", "--workers", "0", "--outputs", str(outputs / "b")])
+    assert out.exit_code == 0, out.output
+    assert "RandomCrop(28x28, padding=4)" in out.output and "MixUp" in out.output
+    assert (outputs / "b" / "results.csv").is_file()
+
+
+@pytest.mark.parametrize("flag, fragment", [
+    (["--steps", "0"], "--steps must be at least 1"),
+    (["--warmup", "-1"], "--warmup must be 0 or more"),
+    (["--workers", "-2"], "--workers must be 0 or more"),
+    (["--repeats", "0"], "--repeats must be at least 1"),
+    (["model=__nope__"], "unknown model '__nope__'"),
+])
+def test_bad_input_exits_2_with_one_line(flag, fragment, outputs):
+    out = runner.invoke(app, ["bench-train", "data=digits", *flag])
+    assert out.exit_code == 2
+    assert fragment in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1
+    assert not (outputs / "results.csv").exists()
