@@ -1,9 +1,8 @@
-"""`cnnlab sweep`, `cnnlab experiments` and `cnnlab bench-sweep`."""
+"""`cnnlab sweep` and `cnnlab bench-sweep`."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -81,33 +80,6 @@ def _sweep_report(console, p, spec, plots: bool) -> None:
     if r.verdict:
         console.print(f"[bold]claim {r.verdict['claim']}: {r.verdict['verdict']}[/bold] - {r.verdict['text']}")
     console.print(f"report: {p.sweep_dir / 'report.md'}")
-
-
-@app.command()
-@guarded
-def experiments():
-    """The experiment files: the claim each tests, its jobs, and its last verdict."""
-    import json
-
-    from rich.console import Console
-
-    from cnnlab import experiment as exp
-    from cnnlab.sweep import latest_sweep
-
-    outputs = Path(os.environ.get("CNNLAB_OUTPUTS", "outputs"))
-    rows = []
-    for path in exp.list_experiments():
-        spec = exp.load(path)
-        jobs = len(exp.expand_grid(exp.sweep_overrides(spec)))
-        last = latest_sweep(outputs, spec.name)
-        verdict = "-"
-        if last is not None and (last / "verdict.json").is_file():
-            verdict = f"{json.loads((last / 'verdict.json').read_text())['verdict']} ({last.name})"
-        rows.append({"experiment": spec.name, "claim": spec.claim, "statement": spec.statement,
-                     "jobs": jobs, "last verdict": verdict})
-    import pandas as pd
-
-    Console(width=None if sys.stdout.isatty() else 200).print(rich_table(pd.DataFrame(rows)))
 
 
 @app.command("bench-sweep")

@@ -31,7 +31,13 @@ def swept_axes(jobs, spec: Optional[ExperimentSpec]) -> list[str]:
     """The axes: the experiment's (and seed), or for ad-hoc sweeps every key that varies."""
     if spec is not None:
         views = ["views"] if spec.views and "views" in jobs.columns else []
-        return ([a for a in spec.axes if a in jobs.columns] + views
+        keys = []
+        if spec.measure:  # the measurement's own row keys (pipeline, layer, algo, ...)
+            from cnnlab.measures import get
+
+            keys = [k for k in get(spec.measure).keys if k in jobs.columns and k not in spec.axes
+                    and jobs[k].nunique(dropna=False) > 1]
+        return ([a for a in spec.axes if a in jobs.columns] + views + keys
                 + (["seed"] if "seed" in jobs.columns else []))
     metrics = {"test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
                "best_epoch", "epochs_run", "params", "train_seconds", "images_per_sec",
@@ -225,12 +231,24 @@ def _json(v):
     return None if isinstance(v, float) and math.isnan(v) else str(v)
 
 
+def _num(x: float, scale: float) -> str:
+    """Four decimals for accuracies and ratios; counts and rates (>= 1,000) as whole numbers."""
+    if not math.isfinite(x):
+        return str(x)
+    if abs(scale) >= 1000:
+        return f"{x:,.0f}"
+    if abs(scale) >= 100:
+        return f"{x:.1f}"
+    return f"{x:.4f}"
+
+
 def cell_text(row) -> str:
     if row["n"] == 0:
         return "-"
+    mean = row["mean"]
     if row["n"] == 1 or not math.isfinite(row["ci_hi"]):
-        return f"{row['mean']:.4f} (n={row['n']})"
-    return f"{row['mean']:.4f} ± {row['ci_hi'] - row['mean']:.4f} (n={row['n']})"
+        return f"{_num(mean, mean)} (n={row['n']})"
+    return f"{_num(mean, mean)} ± {_num(row['ci_hi'] - mean, mean)} (n={row['n']})"
 
 
 def table_view(summary, spec: Optional[ExperimentSpec], axes: list[str]):

@@ -127,6 +127,8 @@ class SweepPlan:
     scale: str = "quick"
     metric: str = "test_acc"
     jobs: list = field(default_factory=list)  # expanded grid, when the sweeper is the basic one
+    measure: Optional[str] = None  # a measurement experiment (cnnlab.measures) instead of training
+    measure_args: dict = field(default_factory=dict)
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -199,7 +201,8 @@ def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str 
         p = SweepPlan(name=saved["name"], sweep_dir=Path(sweep_dir), task_overrides=saved["task_overrides"],
                       hydra_overrides=list(saved["hydra_overrides"]) + hydra,
                       experiment=saved.get("experiment"), scale=saved.get("scale", "quick"),
-                      metric=saved.get("metric", "test_acc"))
+                      metric=saved.get("metric", "test_acc"), measure=saved.get("measure"),
+                      measure_args=dict(saved.get("measure_args") or {}))
     else:
         if experiment is not None:
             from cnnlab.experiment import sweep_overrides
@@ -214,7 +217,8 @@ def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str 
         from cnnlab.config import expand_aug_lists
 
         task = expand_aug_lists(task)
-        if not any(o.startswith("trainer.progress=") for o in task):
+        measure = getattr(experiment, "measure", None)
+        if not measure and not any(o.startswith("trainer.progress=") for o in task):
             task = ["trainer.progress=none", *task]
         stamp = time.strftime("%Y%m%d-%H%M%S")
         root = ensure_writable(sweeps_root(outputs))
@@ -225,8 +229,17 @@ def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str 
             sweep_dir = root / f"{name}-{stamp}-{n}"
         p = SweepPlan(name=name, sweep_dir=sweep_dir, task_overrides=task, hydra_overrides=hydra,
                       experiment=str(getattr(experiment, "path", "")) or (experiment.name if experiment else None),
-                      scale=scale, metric=metric)
-    if check_plugins(p.hydra_overrides):
+                      scale=scale, metric=metric, measure=measure,
+                      measure_args=dict(getattr(experiment, "measure_args", None) or {}))
+    if p.measure:
+        from cnnlab import measures
+        from cnnlab.experiment import expand_grid
+
+        if p.hydra_overrides:
+            raise UsageError(f"measurement experiments run their jobs one at a time in this process; "
+                             f"{' '.join(p.hydra_overrides)} does not apply")
+        p.jobs = measures.validate(p.measure, expand_grid(p.task_overrides))
+    elif check_plugins(p.hydra_overrides):
         p.jobs = validate_jobs(p.task_overrides)
     return p
 
@@ -234,11 +247,15 @@ def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str 
 def save_plan(p: SweepPlan) -> None:
     from omegaconf import OmegaConf
 
+    from cnnlab.catalogue import machine_info
+
     from cnnlab.run import write_text_atomic
 
     p.sweep_dir.mkdir(parents=True, exist_ok=True)
     data = {"name": p.name, "experiment": p.experiment, "scale": p.scale, "metric": p.metric,
             "task_overrides": p.task_overrides, "hydra_overrides": p.hydra_overrides,
+            **({"measure": p.measure, "measure_args": p.measure_args} if p.measure else {}),
+            "machine": machine_info(),
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     if not (p.sweep_dir / "sweep.yaml").exists():
         write_text_atomic(p.sweep_dir / "sweep.yaml", OmegaConf.to_yaml(OmegaConf.create(data)))
@@ -254,6 +271,11 @@ def launch(p: SweepPlan) -> None:
     from cnnlab.config import conf_dir, register_schemas
 
     save_plan(p)
+    if p.measure:
+        from cnnlab import measures
+
+        measures.launch(p.measure, p.measure_args, p.sweep_dir, p.jobs)
+        return
     register_schemas()
     version.setbase("1.3")
     overrides = [
@@ -320,6 +342,11 @@ def job_table(sweep_dir: Path, target=None):
                 row[key] = value
         row["status"] = read_status(job_dir)
         row["error"] = info.get("error")
+        if info.get("measure"):
+            from cnnlab.measures import job_rows
+
+            rows.extend(job_rows(job_dir, row) if row["status"] in FINISHED else [row])
+            continue
         summary_path = job_dir / "run" / "summary.json"
         if summary_path.exists() and row["status"] in FINISHED:
             summary = json.loads(summary_path.read_text())

@@ -26,7 +26,7 @@ def test_bench_train_prints_phases_ratios_and_appends_rows(outputs):
     assert sorted(df.bench_pipeline) == ["ceiling", "cnnlab", "dataloader"]
     assert df.model.eq("lenet5").all() and df.precision.eq("fp32").all()
     assert df.device.eq("cpu").all() and df.threads.eq(1).all()
-    assert df.channels_last.eq(False).all() and (df.params > 0).all() and (df.gflops_per_image > 0).all()
+    assert df.channels_last.eq(True).all() and (df.params > 0).all() and (df.gflops_per_image > 0).all()
     rows = df.set_index("bench_pipeline")
     assert rows.loc["ceiling", "bench_vs_ceiling"] == 1.0
     assert rows.loc["dataloader", "bench_vs_dataloader"] == 1.0

@@ -326,7 +326,7 @@ def _dataloader_batches(parts, cfg, workers: int, transform, mix) -> _Epochs:
                         drop_last=len(dataset) >= bs, pin_memory=parts.device.type == "cuda",
                         collate_fn=MixCollate(mix) if mix is not None else None,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    device, dtype, channels_last = parts.device, parts.precision.param_dtype, cfg.trainer.channels_last
+    device, dtype, channels_last = parts.device, parts.precision.param_dtype, parts.channels_last
 
     def finish(x, y):
         x = x.to(device, non_blocking=True).to(dtype)
@@ -456,7 +456,7 @@ def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: 
         device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
                      else platform.processor() or platform.machine()),
         threads=torch.get_num_threads(), precision=prec.name,
-        channels_last=bool(cfg.trainer.channels_last), warmup=warmup,
+        channels_last=parts.channels_last, warmup=warmup,
         workers=workers if vs_dataloader else None, transforms=transforms, left_out=left,
         torch_version=torch.__version__)
 

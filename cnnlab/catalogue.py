@@ -1,0 +1,268 @@
+"""The lecture-claims report: every claim, the latest finished sweep of each experiment that
+tests it, its table, plots and verdict, in one report.md with figures and a report.html.
+
+    cnnlab experiments                  the catalogue: claim -> experiments, quick time, verdict
+    cnnlab experiments run-all          every experiment at a scale, then this report
+    cnnlab report outputs/sweeps/       this report from the sweeps already there
+
+A claim no experiment tests, or whose experiments have no finished sweep, is listed as such.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from cnnlab.claims import CLAIMS, catalogue, claim_ids, sort_key
+
+
+def machine_info() -> dict:
+    """Where a sweep ran: CPU, cores, load, accelerator and versions (recorded in sweep.yaml)."""
+    import sys
+
+    info: dict[str, Any] = {"host_cpu": _cpu_name(), "cores": os.cpu_count(),
+                            "python": sys.version.split()[0], "platform": platform.platform()}
+    try:
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = str(torch.__version__)
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        info["cnnlab"] = version("cnnlab")
+    except PackageNotFoundError:
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass
+class Entry:
+    """One finished sweep of one experiment, read back from its folder."""
+
+    name: str
+    sweep_dir: Path
+    spec: Any
+    scale: str
+    created: str
+    seconds: float  # first job start to last job end
+    jobs: int
+    verdict: Optional[dict]
+    table: Any  # DataFrame: the experiment's table layout
+    plots: list = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
+
+
+def latest_sweeps(root: Path) -> dict[str, Path]:
+    """Experiment name -> its newest sweep folder under `root` that has a verdict."""
+    out: dict[str, Path] = {}
+    for d in sorted(Path(root).glob("*/sweep.yaml")):
+        folder = d.parent
+        if not (folder / "verdict.json").is_file():
+            continue
+        name = _saved(folder).get("name", folder.name)
+        out[name] = folder  # sorted by name-time: the last one wins
+    return out
+
+
+def _saved(folder: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((folder / "sweep.yaml").read_text()) or {}
+
+
+def read_entry(folder: Path) -> Optional[Entry]:
+    """An Entry for a finished experiment sweep, or None for an ad-hoc sweep or a missing file."""
+    import pandas as pd
+
+    from cnnlab import experiment as exp
+    from cnnlab import report
+
+    saved = _saved(folder)
+    try:
+        spec = exp.load(saved.get("experiment") or saved["name"])
+    except Exception:
+        return None
+    jobs = pd.read_csv(folder / "results.csv") if (folder / "results.csv").is_file() else pd.DataFrame()
+    summary = pd.read_csv(folder / "summary.csv") if (folder / "summary.csv").is_file() else pd.DataFrame()
+    axes = report.swept_axes(jobs, spec) if not jobs.empty else []
+    for col in axes:  # CSV read-back turns false into False and 0.1 into 0.1000: match the table
+        if col in summary.columns:
+            summary[col] = summary[col].map(exp._fmt_value)
+    starts, ends = [], []
+    for info in (folder / "jobs").glob("*/job.json"):
+        j = json.loads(info.read_text())
+        starts += [j["started"]] if j.get("started") else []
+        ends += [j["ended"]] if j.get("ended") else []
+    return Entry(name=spec.name, sweep_dir=folder, spec=spec, scale=saved.get("scale", "quick"),
+                 created=str(saved.get("created", "")),
+                 seconds=(max(ends) - min(starts)) if starts and ends else float("nan"),
+                 jobs=len(list((folder / "jobs").glob("*/job.json"))),
+                 verdict=json.loads((folder / "verdict.json").read_text()),
+                 table=report.table_view(summary, spec, axes),
+                 plots=sorted(p.name for p in (folder / "plots").glob("*.png")) if (folder / "plots").is_dir() else [],
+                 machine=saved.get("machine") or {})
+
+
+def rows(root: Optional[Path]) -> list[dict]:
+    """The catalogue as rows: one per claim and experiment (a claim with none gets one row)."""
+    from cnnlab import experiment as exp
+
+    specs = [exp.load(p) for p in exp.list_experiments()]
+    latest = latest_sweeps(root) if root is not None and Path(root).is_dir() else {}
+    out = []
+    for claim, names in catalogue(specs).items():
+        for name in names or [None]:
+            entry = read_entry(latest[name]) if name in latest else None
+            out.append({"claim": claim, "statement": CLAIMS.get(claim, ""),
+                        "experiment": name or "(none)",
+                        "time": _duration(entry.seconds) if entry else "-",
+                        "scale": entry.scale if entry else "-",
+                        "verdict": entry.verdict["verdict"] if entry and entry.verdict else
+                        ("not run" if name else "no experiment")})
+    for spec in specs:
+        if not claim_ids(spec.claim):
+            entry = read_entry(latest[spec.name]) if spec.name in latest else None
+            out.append({"claim": "-", "statement": spec.statement, "experiment": spec.name,
+                        "time": _duration(entry.seconds) if entry else "-",
+                        "scale": entry.scale if entry else "-",
+                        "verdict": entry.verdict["verdict"] if entry else "not run"})
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # nan
+        return "-"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def build(root: Path, out_dir: Path) -> Path:
+    """Write report.md, report.html and figures/ for the latest sweep of every experiment under
+    `root` (a sweeps folder), claim by claim. Returns the report.md path."""
+    from cnnlab.run import write_text_atomic
+
+    latest = latest_sweeps(root)
+    entries = [e for e in (read_entry(f) for f in latest.values()) if e is not None]
+    entries.sort(key=lambda e: (sort_key(e.spec.claim), e.name))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = out_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    for e in entries:
+        for png in e.plots:
+            shutil.copyfile(e.sweep_dir / "plots" / png, figures / f"{e.name}-{png}")
+    blocks = _blocks(entries, root)
+    write_text_atomic(out_dir / "report.md", _markdown(blocks))
+    write_text_atomic(out_dir / "report.html", _html(blocks))
+    return out_dir / "report.md"
+
+
+def _blocks(entries: list[Entry], root: Path) -> list[tuple[str, Any]]:
+    """The report as (kind, content) blocks: h1/h2/p/table/img/list, rendered to md and html."""
+    import pandas as pd
+
+    by_claim: dict[str, list[Entry]] = {}
+    for e in entries:
+        for c in claim_ids(e.spec.claim) or ["-"]:
+            by_claim.setdefault(c, []).append(e)
+    keys = ("host_cpu", "cores", "gpu", "torch", "cnnlab", "python", "platform")
+    machines = dict.fromkeys(json.dumps({k: e.machine.get(k) for k in keys}) for e in entries if e.machine)
+    blocks: list[tuple[str, Any]] = [
+        ("h1", "cnnlab: the lecture claims, tested"),
+        ("p", f"Built {time.strftime('%Y-%m-%d %H:%M')} from the latest finished sweep of each "
+              f"experiment under {root}. Each verdict compares 95% confidence intervals over "
+              "seeds (see the experiment file for the rule); *inconclusive* means the intervals "
+              "overlap, *not supported* means the data at this scale contradicts the claim."),
+    ]
+    for m in machines:
+        info = json.loads(m)
+        blocks.append(("p", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items())))
+    summary = pd.DataFrame(rows(root))
+    blocks += [("h2", "Summary"), ("table", summary)]
+    for claim in [*CLAIMS, "-"]:
+        found = by_claim.get(claim, [])
+        if claim == "-" and not found:
+            continue
+        title = f"{claim}: {CLAIMS[claim]}" if claim in CLAIMS else "cnnlab's own defaults"
+        blocks.append(("h2", title))
+        if not found:
+            blocks.append(("p", "No finished sweep of an experiment for this claim."))
+        for e in found:
+            v = e.verdict or {}
+            blocks.append(("h3", f"{e.name} ({e.scale} scale): {v.get('verdict', '-')}"))
+            blocks.append(("p", f"Statement tested: {e.spec.statement}"))
+            load = e.machine.get("load_average")
+            blocks.append(("p", f"Seeds {list(e.spec.seeds)}, {e.jobs} jobs, "
+                                f"{_duration(e.seconds)}, run {e.created}"
+                                f"{f' (load average {load[0]} at the start)' if load else ''}; "
+                                f"sweep folder {e.sweep_dir.name}."))
+            blocks.append(("p", f"Decided by: {v.get('text', '-')}"))
+            blocks.append(("p", f"{e.spec.metric} (mean ± 95% CI half-width over seeds):"))
+            blocks.append(("table", e.table))
+            for png in e.plots:
+                blocks.append(("img", f"figures/{e.name}-{png}"))
+    return blocks
+
+
+def _markdown(blocks) -> str:
+    from cnnlab.tables import markdown_table
+
+    out = []
+    for kind, content in blocks:
+        if kind == "h1":
+            out += [f"# {content}", ""]
+        elif kind == "h2":
+            out += [f"## {content}", ""]
+        elif kind == "h3":
+            out += [f"### {content}", ""]
+        elif kind == "p":
+            out += [str(content), ""]
+        elif kind == "table":
+            out += [markdown_table(content), ""]
+        elif kind == "img":
+            out += [f"![{Path(content).stem}]({content})", ""]
+    return "\n".join(out)
+
+
+def _html(blocks) -> str:
+    body = []
+    for kind, content in blocks:
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{html.escape(str(content))}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{html.escape(str(content))}</p>")
+        elif kind == "table":
+            body.append(content.to_html(index=False, border=0, classes="t", na_rep="-"))
+        elif kind == "img":
+            body.append(f'<p><img src="{html.escape(content)}" alt="{html.escape(Path(content).stem)}"></p>')
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+             "line-height:1.45}table.t{border-collapse:collapse;font-size:90%;margin:.5em 0}"
+             "table.t td,table.t th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "table.t th{background:#f3f3f3}img{max-width:640px}")
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>cnnlab claims report</title><style>{style}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
