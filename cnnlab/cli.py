@@ -268,7 +268,10 @@ def data_bench(num: int = typer.Option(20000, "--num", help="Images per timed re
 
 # The other command groups live in their own modules; importing them registers their commands.
 from cnnlab import cli_aug, cli_eval, cli_models, cli_sweep  # noqa: E402,F401
+from cnnlab import cli_experiments  # noqa: E402,F401
 from cnnlab import cli_bench  # noqa: E402,F401
+from cnnlab import cli_bench_conv  # noqa: E402,F401
+from cnnlab import cli_data, cli_run  # noqa: E402,F401
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from cnnlab.errors import UsageError
 
-GROUPS = ("data", "model", "aug", "optim", "sched", "trainer", "precision", "transfer", "eval")
+GROUPS = ("data", "model", "aug", "optim", "sched", "trainer", "precision", "transfer", "eval", "reg")
 
 
 @dataclass
@@ -34,6 +34,7 @@ class DataConfig:
     workers: int = 2  # decoding processes for image folders
     mean: Optional[List[float]] = None  # None: computed from the training split
     std: Optional[List[float]] = None
+    on_bad_image: str = "raise"  # image folders: raise on an undecodable file | skip it (logged)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class ModelConfig:
     expansion: Optional[int] = None  # MobileNetV2 inverted-residual expansion
     drop_path: Optional[float] = None  # EfficientNet stochastic depth
     padding: Optional[str] = None  # EfficientNet: same (TensorFlow) | symmetric
+    block: Optional[str] = None  # DesignNet's conv block design (7x7, 3x3x3, bottleneck, ...)
 
 
 @dataclass
@@ -135,9 +137,21 @@ class TrainerConfig:
     lr_scaling: str = "none"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     deterministic: bool = True
-    channels_last: bool = False
+    # NHWC activations and weights: auto = on where it is measured faster (CPU oneDNN convs, and
+    # CUDA under 16-bit precision, whose tensor-core kernels are NHWC), off for fp64 and CUDA
+    # fp32; see README "Precision, several processes and training speed" for the measurement
+    channels_last: Any = "auto"
+    # torch.compile the model's forward (nn.Module.compile: checkpoints keep their keys). Off by
+    # default: compiling costs tens of seconds per run and needs a C++ compiler on CPU
+    compile: bool = False
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune (torch.compile's)
+    compile_backend: str = "inductor"  # torch.compile's backend (aot_eager: no code generation)
     progress: str = "auto"  # auto | rich | plain | none
     checkpoints: bool = True
+    # a non-finite loss: stop (status diverged) | skip the step | rollback to the last good
+    # epoch with the lr halved, at most max_rollbacks times, then stop
+    on_nan: str = "stop"
+    max_rollbacks: int = 3
 
 
 @dataclass
@@ -185,6 +199,8 @@ class Config:
     seed: int = 0
     outputs: str = "outputs"
     tag: Optional[str] = None  # free-form label stored in the results table
+    reg: str = "none"  # the conf/reg/ preset applied (it sets keys of other groups), for the tables
+    resume: Optional[str] = None  # auto (newest unfinished run of this config) | a run folder
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     aug: AugConfig = field(default_factory=AugConfig)
@@ -373,7 +389,13 @@ _RULES = [
     ("trainer.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("trainer.monitor", lambda v: v in ("val_acc", "val_loss"), "val_acc or val_loss"),
     ("trainer.test_on", lambda v: v in ("best", "last"), "best or last"),
+    ("trainer.channels_last", lambda v: v in (True, False, "auto"), "true, false or auto"),
+    ("trainer.compile_mode", lambda v: v in ("default", "reduce-overhead", "max-autotune"),
+     "default, reduce-overhead or max-autotune"),
     ("trainer.progress", lambda v: v in ("auto", "rich", "plain", "none"), "auto, rich, plain or none"),
+    ("trainer.on_nan", lambda v: v in ("stop", "skip", "rollback"), "stop, skip or rollback"),
+    ("trainer.max_rollbacks", lambda v: v >= 0, "0 or more"),
+    ("data.on_bad_image", lambda v: v in ("raise", "skip"), "raise or skip"),
     ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("data.test_fraction", lambda v: 0 < v < 1, "in (0, 1)"),
     ("data.train_per_class", lambda v: v is None or v >= 1, "at least 1"),
@@ -403,6 +425,9 @@ def validate(cfg: Any) -> None:
         OmegaConf.resolve(cfg)  # interpolations such as ${oc.env:X} fail here, not mid-run
     except Exception as exc:
         raise UsageError(f"cannot resolve the config: {first_line(exc)}") from exc
+    from cnnlab.optim import check_no_targets
+
+    check_no_targets(cfg)  # no Hydra _target_: registries and allowlists only
     for key, ok, must in _RULES:
         value = OmegaConf.select(cfg, key)
         if not ok(value):

@@ -32,8 +32,9 @@ def load_run(run_dir: str | Path, device: Any = "cpu"):
         opts = {k: v for k, v in cfg.model.items() if k != "name"}
         model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
                               input_size=augment.input_size(cfg.aug, bundle.image_size), **opts)
-    best = run_dir / "checkpoints" / "best.pt"
-    model.load_state_dict(checkpoint.load(best if best.exists() else run_dir / "checkpoints" / "last.pt")["model"])
+    found = [run_dir / "checkpoints" / n for n in ("best.pt", "last.pt", "model.safetensors")
+             if (run_dir / "checkpoints" / n).is_file()]  # the last: weights from `cnnlab export`
+    model.load_state_dict(checkpoint.load(found[0] if found else run_dir / "checkpoints" / "last.pt")["model"])
     return cfg, model.to(device).eval(), bundle
 
 

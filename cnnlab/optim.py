@@ -16,6 +16,27 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 SCHEDULES = ("none", "cosine", "step", "multistep", "onecycle", "plateau")
 
 
+# Hydra's instantiate keys: a config holding one could name any importable callable (os.system)
+INSTANTIATE_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+
+
+def check_no_targets(cfg: Any, where: str = "") -> None:
+    """Refuse Hydra instantiate keys anywhere in a config: cnnlab builds optimizers and schedules
+    from the allowlists OPTIMIZERS/SCHEDULES and everything else from registries, by name."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        cfg = OmegaConf.to_container(cfg, resolve=False)
+    items = cfg.items() if isinstance(cfg, dict) else enumerate(cfg) if isinstance(cfg, list) else ()
+    for key, value in items:
+        name = f"{where}.{key}" if where else str(key)
+        if key in INSTANTIATE_KEYS:
+            raise UsageError(f"config key '{name}' is not allowed: cnnlab never instantiates classes "
+                             f"from configs; choose optim.name from {', '.join(OPTIMIZERS)} and "
+                             f"sched.name from {', '.join(SCHEDULES)}")
+        check_no_targets(value, name)
+
+
 def param_groups(model, weight_decay: float, no_decay_norm_bias: bool, lr: float | None = None,
                  lr_mult: dict | None = None) -> list[dict]:
     """Groups of the trainable parameters: one, or two when norm weights and biases (1-d

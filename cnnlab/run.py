@@ -95,3 +95,16 @@ class Run:
     def log(self, message: str) -> None:
         with open(self.root / "train.log", "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def rewrite_metrics(self, rows: list) -> None:
+        """metrics.csv as exactly `rows` (a resumed run drops rows written after its checkpoint)."""
+        import io
+
+        if not rows:  # log_metrics writes the header with the first row
+            (self.root / "metrics.csv").unlink(missing_ok=True)
+            return
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.root / "metrics.csv", buf.getvalue())

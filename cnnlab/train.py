@@ -75,11 +75,28 @@ class Parts:
     val_loader: Any
     test_loader: Any
     input_size: tuple = ()  # what the model trains on: the image size, or aug.crop_size
+    channels_last: bool = False  # trainer.channels_last, resolved for this device and precision
 
     @property
     def eval_crop(self):
         """The side val and test views are cut at (None: the whole image, as the loader yields)."""
         return None if tuple(self.input_size) == tuple(self.bundle.image_size) else min(self.input_size)
+
+
+def use_channels_last(setting, device, prec) -> bool:
+    """trainer.channels_last: true/false as given; auto: on for CPU (oneDNN's NHWC convolutions,
+    measured faster here) and for CUDA under 16-bit weights or autocast (tensor cores run NHWC);
+    off for float64 (no oneDNN kernels) and CUDA fp32."""
+    import torch
+
+    if setting != "auto":
+        return bool(setting)
+    if prec.param_dtype == torch.float64:
+        return False
+    if device.type == "cpu":
+        return True
+    sixteen = prec.param_dtype in (torch.float16, torch.bfloat16) or prec.amp_dtype is not None
+    return device.type == "cuda" and sixteen
 
 
 def build_parts(cfg, ctx=None) -> Parts:
@@ -120,11 +137,16 @@ def build_parts(cfg, ctx=None) -> Parts:
                               input_size=size, **opts)
     prec = precision.create(cfg.precision, device)
     model = model.to(device=device, dtype=prec.param_dtype)
-    if cfg.trainer.channels_last:
+    channels_last = use_channels_last(cfg.trainer.channels_last, device, prec)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.trainer.compile:
+        backend = cfg.trainer.compile_backend
+        # in place (nn.Module.compile): state_dict keys stay the same; modes are inductor's
+        model.compile(backend=backend, mode=cfg.trainer.compile_mode if backend == "inductor" else None)
     aug = augment.create(cfg.aug, train_images=bundle.train.images if bundle.train.in_memory
                          else bundle.train.dataset)
-    common = dict(bundle=bundle, device=device, seed=cfg.seed, channels_last=cfg.trainer.channels_last,
+    common = dict(bundle=bundle, device=device, seed=cfg.seed, channels_last=channels_last,
                   workers=cfg.data.workers, dtype=prec.param_dtype)
     shard = {}
     if ctx is not None:
@@ -144,7 +166,7 @@ def build_parts(cfg, ctx=None) -> Parts:
                                  num_classes=bundle.num_classes, **shard, **common),
         val_loader=make_loader(bundle.val, cfg.trainer.eval_batch_size, train=False, **common),
         test_loader=make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, **common),
-        input_size=size,
+        input_size=size, channels_last=channels_last,
     )
     if len(bundle.train) < 2 or len(parts.train_loader) == 0:
         # batch norm needs two samples per batch; one image cannot train anything useful anyway
@@ -186,8 +208,9 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
     import torch
     from omegaconf import OmegaConf
 
-    from cnnlab import engine, models, optim, results, transfer
+    from cnnlab import engine, models, optim, resume, results, transfer
     from cnnlab.evaluate import evaluate
+    from cnnlab.signals import Interrupted
     from cnnlab.progress import make_progress
     from cnnlab.run import Run, ensure_writable
 
@@ -211,9 +234,13 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
                                             len(parts.train_loader), monitor_mode)
     trained = ctx.wrap(model) if ctx is not None else model  # DDP averages the gradients
     run = None
+    resumed = resume.find(cfg, ctx) if cfg.get("resume") else None  # last.pt of an earlier run
     if main:
-        run = Run.create_at(run_dir) if run_dir is not None else Run.create(cfg.outputs)
-        run.write_config(cfg)
+        if resumed is not None:  # the same folder: metrics.csv and checkpoints continue
+            run = resumed.run
+        else:
+            run = Run.create_at(run_dir) if run_dir is not None else Run.create(cfg.outputs)
+            run.write_config(cfg)
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     b = parts.bundle
     batch = cfg.trainer.batch_size
@@ -239,8 +266,9 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
         else:
             fit = engine.fit(trained, parts.train_loader, parts.val_loader, optimizer, scheduler,
                              when, cfg.trainer, parts.precision, progress, run=run,
-                             eval_crop=parts.eval_crop, group=ctx)
-    except KeyboardInterrupt:
+                             eval_crop=parts.eval_crop, group=ctx,
+                             state=resumed.state if resumed is not None else None)
+    except (KeyboardInterrupt, Interrupted):
         summary["status"] = "interrupted"
         if run is not None:
             run.write_summary(summary)
@@ -291,7 +319,8 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
     env = {"torch": torch.__version__, "device": str(parts.device),
            "device_name": (torch.cuda.get_device_name(parts.device) if parts.device.type == "cuda"
                            else platform.processor() or platform.machine()),
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "channels_last": parts.channels_last,
+           "compiled": bool(cfg.trainer.compile)}
     summary.update(status=status, **metrics, **env, num_classes=b.num_classes, in_chans=b.in_chans,
                    input_size=list(parts.input_size), data_mean=[float(v) for v in b.mean],
                    data_std=[float(v) for v in b.std])

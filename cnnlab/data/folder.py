@@ -1,6 +1,9 @@
 """Any folder of class sub-folders (ImageNet layout, e.g. Imagenette).
 
-Images are decoded to RGB, resized on the shorter side and centre-cropped to data.image_size.
+Images are decoded to RGB (`to_rgb`: grey is repeated, alpha is composited over white, CMYK
+goes through PIL's plain conversion, 16-bit grey keeps its top 8 bits), resized on the shorter
+side and centre-cropped to data.image_size. A file that does not decode raises a DataError naming
+it, or with data.on_bad_image=skip is left out with a warning naming it.
 A folder whose decoded uint8 tensor fits in data.max_memory_gb is decoded once (by a DataLoader
 with data.workers processes) and held in memory like the small datasets; a larger one streams
 through a DataLoader every epoch (cnnlab.data.loader.StreamLoader).
@@ -8,6 +11,7 @@ through a DataLoader every epoch (cnnlab.data.loader.StreamLoader).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from cnnlab.data import register_dataset
@@ -15,11 +19,43 @@ from cnnlab.data.base import Pools, Split
 from cnnlab.data.torchvision_sets import check_root
 from cnnlab.errors import DataError
 
+BAD = -1  # the label __getitem__ gives an undecodable image under on_bad_image=skip
+
+
+class BadImageWarning(UserWarning):
+    """An image that did not decode and was left out (data.on_bad_image=skip)."""
+
+
+def to_rgb(image):
+    """A PIL image as 8-bit RGB, by fixed rules: 1/L/P are expanded; RGBA, LA and palette
+    transparency are composited over white; CMYK uses PIL's conversion (no ICC profile); 16-bit
+    (I;16*) and 32-bit (I) grey are taken as 16-bit and keep their top 8 bits (v >> 8), where
+    PIL's own convert would clip everything above 255 to white."""
+    import numpy as np
+    from PIL import Image
+
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        grey = (np.asarray(image, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if mode == "F":
+        return Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8)).convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image if mode == "RGB" else image.convert("RGB")
+
 
 class DecodedFolder:
-    """torchvision ImageFolder yielding uint8 (3, S, S) tensors; picklable for worker processes."""
+    """torchvision ImageFolder yielding uint8 (3, S, S) tensors; picklable for worker processes.
 
-    def __init__(self, root: Path, size: int):
+    on_bad: raise (a DataError naming the file) | skip (label BAD, left out by the caller)."""
+
+    def __init__(self, root: Path, size: int, on_bad: str = "raise"):
+        self.size, self.on_bad = size, on_bad
         import torchvision.datasets as tvd
         from torchvision.transforms import v2
 
@@ -29,7 +65,8 @@ class DecodedFolder:
             v2.CenterCrop(size),
         ])
         try:
-            self.folder = tvd.ImageFolder(str(root), loader=self._load)
+            self.folder = tvd.ImageFolder(str(root), loader=self._load,
+                                          allow_empty=on_bad == "skip")
         except (FileNotFoundError, RuntimeError) as exc:
             raise DataError(f"no images in class sub-folders of {root}: {exc}") from exc
 
@@ -38,7 +75,9 @@ class DecodedFolder:
         from PIL import Image
 
         with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
+            image = Image.open(f)
+            image.load()  # decode fully while the file is open (a truncated file fails here)
+            return to_rgb(image)
 
     @property
     def classes(self) -> list[str]:
@@ -56,8 +95,33 @@ class DecodedFolder:
         try:
             image = self._load(path)
         except Exception as exc:
-            raise DataError(f"cannot decode image {path}: {exc}") from exc
+            if self.on_bad == "skip":
+                warnings.warn(f"skipping image {path}: {exc}", BadImageWarning, stacklevel=2)
+                import torch
+
+                return torch.zeros(3, self.size, self.size, dtype=torch.uint8), BAD
+            raise DataError(f"cannot decode image {path}: {exc} (data.on_bad_image=skip leaves "
+                            "such files out; `cnnlab data verify` lists them all)") from exc
         return self.transform(image), label
+
+    def drop_bad(self, workers: int = 4) -> None:
+        """Leave out every file that does not decode (a streamed folder cannot drop it later)."""
+        from cnnlab.data.verify import check_image
+
+        bad = {str(p.path) for p in _map_checks(check_image, [s for s, _ in self.folder.samples],
+                                                 workers) if p is not None}
+        for path in sorted(bad):
+            warnings.warn(f"skipping image {path}: it does not decode", BadImageWarning, stacklevel=2)
+        keep = [(s, t) for s, t in self.folder.samples if s not in bad]
+        self.folder.samples = self.folder.imgs = keep
+        self.folder.targets = [t for _, t in keep]
+
+
+def _map_checks(fn, paths, workers):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(pool.map(fn, paths))
 
 
 def _decode_all(ds: DecodedFolder, size: int, workers: int):
@@ -65,23 +129,28 @@ def _decode_all(ds: DecodedFolder, size: int, workers: int):
     from torch.utils.data import DataLoader
 
     images = torch.empty(len(ds), 3, size, size, dtype=torch.uint8)
+    labels = torch.empty(len(ds), dtype=torch.long)
     # its own generator: worker seeding must not consume the global RNG that initialises models
     loader = DataLoader(ds, batch_size=64, num_workers=workers, shuffle=False,
                         generator=torch.Generator().manual_seed(0))
     i = 0
-    for x, _ in loader:
+    for x, y in loader:
         images[i:i + len(x)] = x
+        labels[i:i + len(x)] = y
         i += len(x)
-    return images
+    keep = labels != BAD  # on_bad_image=skip: the files that did not decode drop out here
+    return (images, labels) if bool(keep.all()) else (images[keep], labels[keep])
 
 
 def _split_of(ds: DecodedFolder, size: int, cfg, in_memory: bool) -> Split:
     import torch
 
-    labels = torch.as_tensor(ds.targets, dtype=torch.long)
     if in_memory:
-        return Split(labels=labels, images=_decode_all(ds, size, cfg.workers))
-    return Split(labels=labels, dataset=ds)
+        images, labels = _decode_all(ds, size, cfg.workers)
+        return Split(labels=labels, images=images)
+    if ds.on_bad == "skip":
+        ds.drop_bad()
+    return Split(labels=torch.as_tensor(ds.targets, dtype=torch.long), dataset=ds)
 
 
 @register_dataset("imagefolder", "any folder of class sub-folders (data.root), e.g. Imagenette")
@@ -92,8 +161,9 @@ def load_folder(cfg) -> Pools:
     test_dir = next((root / d for d in ("test", "val") if (root / d).is_dir()), None)
     if train_dir == root:
         test_dir = None
-    train = DecodedFolder(train_dir, size)
-    test = DecodedFolder(test_dir, size) if test_dir is not None else None
+    on_bad = cfg.get("on_bad_image", "raise")
+    train = DecodedFolder(train_dir, size, on_bad)
+    test = DecodedFolder(test_dir, size, on_bad) if test_dir is not None else None
     if test is not None and test.classes != train.classes:
         raise DataError(f"class folders of {test_dir} differ from those of {train_dir}")
     total = len(train) + (len(test) if test else 0)

@@ -81,10 +81,26 @@ class InMemoryLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world, self.even = seed, rank, world, even
         self.aug_seed = seed + 1 if aug_seed is None else aug_seed
-        self.epoch, self.start_batch = 0, 0
+        self.epoch, self.start_batch, self._aug_state, self.gen = 0, 0, None, None
 
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
+    def set_epoch(self, epoch: int, start_batch: int = 0, aug_state=None) -> None:
+        """Start `epoch` at batch `start_batch`; `aug_state` is the augmentation generator's state
+        after the batches before it (from `position`), so a resumed epoch draws the same crops."""
+        self.epoch, self.start_batch, self._aug_state, self.gen = epoch, start_batch, aug_state, None
+
+    def position(self, batches_done: int) -> dict:
+        """Where the current epoch stands after `batches_done` batches: what a checkpoint keeps."""
+        gen = getattr(self, "gen", None)
+        return {"epoch": self.epoch, "batch": int(batches_done),
+                "aug": gen.get_state() if gen is not None else None}
+
+    def _aug_generator(self):
+        gen = (_epoch_generator(self.aug_seed, self.epoch, self.path.device)
+               if self.path.augment else None)
+        if gen is not None and getattr(self, "_aug_state", None) is not None:
+            gen.set_state(self._aug_state)
+        self.gen = gen
+        return gen
 
     @property
     def num_samples(self) -> int:
@@ -106,8 +122,7 @@ class InMemoryLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.indices()
-        gen = (_epoch_generator(self.aug_seed, self.epoch, self.path.device)
-               if self.path.augment else None)
+        gen = self._aug_generator()
         for b in range(self.start_batch, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.path.finish(self.images[idx], gen, self.labels[idx])
@@ -127,9 +142,11 @@ class StreamLoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.workers, self.rank, self.world, self.even = seed, workers, rank, world, even
         self.aug_seed = seed + 1 if aug_seed is None else aug_seed
-        self.epoch, self.start_batch = 0, 0
+        self.epoch, self.start_batch, self._aug_state, self.gen = 0, 0, None, None
 
     set_epoch = InMemoryLoader.set_epoch
+    position = InMemoryLoader.position
+    _aug_generator = InMemoryLoader._aug_generator
     num_samples = InMemoryLoader.num_samples
     __len__ = InMemoryLoader.__len__
 
@@ -147,8 +164,7 @@ class StreamLoader:
                             # worker seeds from our own stream, not the global RNG (which
                             # would shift dropout and init between in-memory and streamed runs)
                             generator=_epoch_generator(self.seed + 2, self.epoch))
-        gen = (_epoch_generator(self.aug_seed, self.epoch, self.path.device)
-               if self.path.augment else None)
+        gen = self._aug_generator()
         for x, y in loader:
             yield self.path.finish(x, gen, y)
 

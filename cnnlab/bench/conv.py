@@ -1,0 +1,298 @@
+"""bench-conv measurements: time, throughput, extra memory and error of each conv algorithm.
+
+`measure(...)` returns one tidy row per (layer, algo, precision); its `attrs` hold the machine
+info and the measured matmul peak (also from `machine_info()` and `matmul_peak()`).
+
+How each figure is made:
+  median_ms, iqr_ms  warm-up calls, then `repeats` timed calls; the algorithms of a layer run
+                     round-robin in rotating order, so a slow spell of the shared machine hits
+                     them all alike and the ratios stay fair
+  gflops             direct-equivalent 2*N*K*C*R*S*P*Q / time (x3 with --backward: forward,
+                     input gradient, filter gradient); pct_peak against a square fp32/fp64
+                     matmul (or one in the same dtype) measured at the start of the run
+  extra_bytes        measured: on CPU the peak of bytes live in torch's allocator during the
+                     first warm-up call (torch.profiler with profile_memory; op granularity),
+                     less the output's bytes; on CUDA max_memory_allocated less the output.
+                     Scratch a library keeps outside torch's allocator (oneDNN) is not seen.
+  rel_err            ||y - ref|| / ||ref|| on the first image against an fp64 conv2d of the
+                     same (already rounded) inputs, so it is the algorithm's arithmetic error
+                     in that precision; library_rel_err is F.conv2d's own in that precision
+  supported          False rows (e.g. winograd on a 5x5 layer, fft in bf16 on CPU, a library
+                     kernel that fails) are kept, with NaN figures and the reason in `reason`
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+from cnnlab.bench import convalgos, suites
+from cnnlab.errors import UsageError
+
+PRECISIONS = {"fp64": "float64", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def dtype_of(precision: str):
+    import torch
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision '{precision}'; precisions: {', '.join(PRECISIONS)}")
+    return getattr(torch, PRECISIONS[precision])
+
+
+def machine_info() -> dict:
+    """CPU model, torch threads, selected CPU flags, load average, torch build facts."""
+    import torch
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and model in ("", platform.machine(), "x86_64"):
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return {"cpu": model, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "cpu_flags": ",".join(f for f in FLAGS if f in flags),
+            "load_avg": ",".join(f"{v:.2f}" for v in load), "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "nnpack": bool(torch.backends.nnpack.is_available()),
+            "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else model}
+
+
+def matmul_peak(dtype, size: int = 1024, repeats: int = 5, device="cpu") -> float:
+    """GFLOP/s of the best of `repeats` square matmuls: this machine's practical peak now."""
+    import torch
+
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = _now(device)
+        a @ b
+        best = min(best, _now(device) - t0)
+    return 2 * size ** 3 / best / 1e9
+
+
+def _now(device) -> float:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _peak_bytes(fn, device) -> tuple[object, int]:
+    """(fn(), peak bytes live in torch's allocator while fn ran, relative to the start)."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = fn()
+        torch.cuda.synchronize()
+        return out, torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    steps = []
+    for e in prof.events():  # allocations inside an op count to it; later frees are [memory]
+        v = e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+        if v:
+            steps.append((e.time_range.start, v))
+    live = peak = 0
+    for _, v in sorted(steps, key=lambda t: t[0]):
+        live += v
+        peak = max(peak, live)
+    return out, peak
+
+
+def _rel(y, ref) -> tuple[float, float]:
+    d = y.double() - ref
+    return float(d.norm() / ref.norm().clamp_min(1e-300)), float(d.abs().max())
+
+
+def _quiet_profiler():
+    import logging
+
+    logging.getLogger("torch.profiler").setLevel(logging.ERROR)
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+
+
+def measure(suite: str = "vgg16", algos: list[str] | None = None, precisions=("fp32",),
+            batch: int = 8, shapes=None, repeats: int = 5, warmup: int = 2,
+            backward: bool = False, quick: bool = False, device: str = "cpu",
+            max_seconds: float = 4.0, progress=None):
+    """Benchmark conv algorithms on a suite's layers: one row per (layer, algo, precision).
+
+    suite: a name in cnnlab.bench.suites.SUITES (ignored when `shapes` is given); shapes:
+    'N,C,H,W,K,R,S,stride,pad' strings or 9-int sequences; algos: names in
+    convalgos.ALGOS (default: every available one but the naive reference); precisions: fp64,
+    fp32, fp16, bf16. quick: maps 4x smaller per side, batch at most 2, 3 repeats, 1 warm-up
+    (a smoke run, ~30 s for a suite). max_seconds: a layer's timed calls per algorithm stop
+    after this many seconds once 3 are in (the `repeats` column says how many ran).
+    Unsupported combinations are kept as rows with supported False, NaN figures and a
+    reason. df.attrs: machine (machine_info()), peak_gflops per precision, settings."""
+    import pandas as pd
+    import torch
+
+    if batch < 1 or repeats < 1 or warmup < 0:
+        raise UsageError("--batch and --repeats must be at least 1, warm-up 0 or more")
+    names = list(algos) if algos else convalgos.available()
+    unknown = [a for a in names if a not in convalgos.ALGOS]
+    if unknown:
+        raise UsageError(f"unknown algorithm '{unknown[0]}'; algorithms: {', '.join(convalgos.ALGOS)}")
+    dtypes = {p: dtype_of(p) for p in precisions}
+    plan = suites.layers(suite, shapes)
+    if quick:
+        plan = [(min(n or batch, 2), suites.shrink(layer)) for n, layer in plan]
+        repeats, warmup = min(repeats, 3), min(warmup, 1)
+    _quiet_profiler()
+    dev = torch.device(device)
+    peaks = {p: matmul_peak(dt, 512 if quick or dt in (torch.float16, torch.bfloat16) else 1024,
+                            device=dev) for p, dt in dtypes.items()}
+    info = machine_info()
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for n, layer in plan:
+        n = n or batch
+        p, q = layer.out_hw()
+        x32 = torch.randn(n, layer.C, layer.H, layer.W, generator=gen)
+        w32 = torch.randn(layer.K, layer.C, layer.R, layer.S, generator=gen) / (layer.C * layer.R * layer.S) ** 0.5
+        for prec, dt in dtypes.items():
+            if progress:
+                progress(f"{layer.name} {prec}")
+            x, w = x32.to(dev, dt), w32.to(dev, dt)
+            ref = torch.nn.functional.conv2d(x[:1].double(), w.double(), stride=layer.stride,
+                                             padding=layer.pad)
+            lib_err = _rel(torch.nn.functional.conv2d(x[:1], w, stride=layer.stride,
+                                                      padding=layer.pad), ref)[0]
+            cells = _time_layer(names, x, w, layer, dt, dev, ref, repeats, warmup, backward,
+                                max_seconds)
+            base = dict(suite="custom" if shapes else suite, layer=layer.name, N=n, C=layer.C,
+                        H=layer.H, W=layer.W, K=layer.K, R=layer.R, S=layer.S,
+                        stride=layer.stride, pad=layer.pad, P=p, Q=q, precision=prec,
+                        kernel_area=layer.R * layer.S, input_bytes=x.numel() * x.element_size(),
+                        library_rel_err=lib_err, backward=backward, device=str(dev))
+            flops = 2 * n * layer.K * layer.C * layer.R * layer.S * p * q * (3 if backward else 1)
+            for name, c in cells.items():
+                ms = statistics.median(c["times"]) * 1e3 if c["times"] else float("nan")
+                qs = statistics.quantiles(c["times"], n=4) if len(c["times"]) > 1 else None
+                rows.append({**base, "algo": name, "supported": c["reason"] is None,
+                             "reason": c["reason"] or "", "median_ms": ms,
+                             "iqr_ms": (qs[2] - qs[0]) * 1e3 if qs else (0.0 if c["times"] else float("nan")),
+                             "repeats": len(c["times"]), "gflops": flops / ms / 1e6,
+                             "pct_peak": 100 * flops / ms / 1e6 / peaks[prec],
+                             "extra_bytes": c.get("extra", float("nan")),
+                             "rel_err": c.get("err", (float("nan"),) * 2)[0],
+                             "max_abs_err": c.get("err", (float("nan"),) * 2)[1]})
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["extra_over_input"] = df.extra_bytes / df.input_bytes
+        key = ["layer", "precision"]
+        for other in ("library", "im2col"):
+            ref_ms = df[df.algo == other].set_index(key).median_ms
+            df[f"speedup_vs_{other}"] = [ref_ms.get((lay, pr), float("nan")) / ms
+                                         for lay, pr, ms in zip(df.layer, df.precision, df.median_ms)]
+        best = df[df.supported].groupby(key).median_ms.transform("min")
+        df["fastest"] = (df.median_ms == best.reindex(df.index)) & df.supported
+    df.attrs.update(machine=info, peak_gflops=peaks, repeats=repeats, warmup=warmup,
+                    quick=quick, backward=backward)
+    return df
+
+
+def _time_layer(names, x, w, layer, dtype, dev, ref, repeats, warmup, backward, max_seconds):
+    """Round-robin timing of the algorithms on one layer: name -> {times, reason, extra, err}."""
+    import torch
+
+    cells, calls = {}, {}
+    for name in names:
+        reason = convalgos.supported(name, layer.R, layer.S, layer.stride, dtype, dev)
+        cells[name] = {"times": [], "reason": reason}
+        if reason is None:
+            calls[name] = _call(convalgos.ALGOS[name], x, w, layer, backward)
+    # first warm-up call: measured memory and the error, and a probe that the kernel runs
+    for name, fn in list(calls.items()):
+        try:
+            y, peak = _peak_bytes(fn, dev)
+        except (RuntimeError, NotImplementedError, convalgos.NotApplicable) as exc:
+            cells[name]["reason"] = f"failed: {str(exc).strip().splitlines()[0][:120]}"
+            del calls[name]
+            continue
+        cells[name]["extra"] = max(peak - y.numel() * y.element_size(), 0)
+        with torch.no_grad():
+            cells[name]["err"] = _rel(y[:1].detach(), ref)
+        del y
+    spent = dict.fromkeys(calls, 0.0)
+    order = list(calls)
+    for i in range(max(warmup - 1, 0) + repeats):
+        timed = i >= max(warmup - 1, 0)
+        k = i % max(len(order), 1)
+        for name in order[k:] + order[:k]:  # rotate: each algorithm takes every place
+            if timed and len(cells[name]["times"]) >= 3 and spent[name] > max_seconds:
+                continue
+            t0 = _now(dev)
+            calls[name]()
+            dt = _now(dev) - t0
+            if timed:
+                cells[name]["times"].append(dt)
+                spent[name] += dt
+    return cells
+
+
+def _call(fn, x, w, layer, backward):
+    import torch
+
+    if not backward:
+        def forward():
+            with torch.no_grad():
+                return fn(x, w, layer.stride, layer.pad)
+        return forward
+    xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
+
+    def both():
+        xg.grad = wg.grad = None
+        y = fn(xg, wg, layer.stride, layer.pad)
+        y.backward(torch.ones_like(y))
+        return y
+    return both
+
+
+def summary(df) -> dict:
+    """The issue's performance targets, as numbers: see README / the CLI's last lines."""
+    import math
+
+    out = {}
+    d = df[df.supported & (df.precision == "fp32")]
+    piv = d.pivot_table(index="layer", columns="algo", values="median_ms", sort=False)
+    info = d.drop_duplicates("layer").set_index("layer")
+    if {"winograd2", "im2col"} <= set(piv.columns):
+        big = info[(info.R == 3) & (info.S == 3) & (info.C >= 128) & (info.stride == 1)].index
+        r = (piv.loc[big, "im2col"] / piv.loc[big, "winograd2"]).dropna()
+        if len(r):
+            out["winograd2_over_im2col_min"] = float(r.min())
+            out["winograd2_over_im2col_median"] = float(r.median())
+    if {"fft", "im2col"} <= set(piv.columns):
+        big = info[(info.R >= 9) & (info.H >= 32)].index
+        r = (piv.loc[big, "im2col"] / piv.loc[big, "fft"]).dropna()
+        if len(r):
+            out["fft_over_im2col_min"] = float(r.min())
+    if "library" in piv.columns:
+        ours = [a for a in piv.columns if a not in ("library", "nnpack")]
+        if ours:
+            best = piv[ours].min(axis=1) / piv["library"]
+            best = best.dropna()
+            if len(best):
+                out["layers_within_1.5x_of_library"] = int((best <= 1.5).sum())
+                out["layers"] = int(len(best))
+    return {k: (round(v, 3) if isinstance(v, float) and not math.isnan(v) else v)
+            for k, v in out.items()}
