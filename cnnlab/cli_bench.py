@@ -18,7 +18,8 @@ import typer
 from cnnlab.cli import OVERRIDES, _compose, _groups_help, app, guarded
 
 LABELS = {"cnnlab": "cnnlab (loader + aug + step)", "ceiling": "ceiling (fixed batch)",
-          "dataloader": "DataLoader + v2 transforms"}
+          "dataloader": "DataLoader + v2 transforms", "ceiling_nchw": "ceiling, NCHW",
+          "ceiling_nhwc": "ceiling, NHWC (channels_last)"}
 
 
 @app.command("bench-train", epilog=_groups_help())
@@ -30,6 +31,7 @@ def bench_train(
     repeats: int = typer.Option(3, "--repeats", help="Rounds; DataLoader blocks alternate with the in-process pipelines."),
     vs_dataloader: bool = typer.Option(False, "--vs-dataloader", help="Also a torch DataLoader with per-image torchvision v2 transforms."),
     workers: int = typer.Option(2, "--workers", help="DataLoader worker processes (--vs-dataloader)."),
+    vs_memory_format: bool = typer.Option(False, "--vs-memory-format", help="Also the ceiling in the other memory order (NCHW vs channels_last), in lock step."),
     outputs: Optional[Path] = typer.Option(None, "--outputs", help="Where results.csv is (default: the config's outputs, $CNNLAB_OUTPUTS or ./outputs)."),
 ):
     """Training images/s of cnnlab's data path + step, its no-data ceiling and step phases."""
@@ -50,7 +52,7 @@ def bench_train(
     console.print(f"{steps} measured steps per pipeline in {min(repeats, steps)} round(s), "
                   f"after {warmup} warm-up steps each ...")
     r = bench.run(conf, steps=steps, warmup=warmup, repeats=repeats, vs_dataloader=vs_dataloader,
-                  workers=workers)
+                  workers=workers, vs_memory_format=vs_memory_format)
 
     has_dl = "dataloader" in r.steps
     title = (f"bench-train {conf.model.name} on {conf.data.name} (aug {conf.aug.name}), batch "
@@ -82,6 +84,11 @@ def bench_train(
         if r.left_out:
             console.print(f"left out of the DataLoader pipeline (no torchvision equivalent): "
                           f"{', '.join(r.left_out)}")
+    other = bench.OTHER_FORMAT[r.channels_last]
+    if other in r.steps:
+        nhwc, nchw = ("ceiling", other) if r.channels_last else (other, "ceiling")
+        console.print(f"channels_last / NCHW, same step on the same batch: {r.ratio(nhwc, nchw):.2f}x "
+                      f"({spread(nhwc, nchw)})")
     console.print(f"inference: {r.steps['inference'].images_per_sec():,.0f} img/s (batch {r.batch_size}, "
                   "eval mode, inference_mode)")
     mem = "process peak RSS" if r.device == "cpu" else "peak allocated"

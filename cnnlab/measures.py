@@ -87,16 +87,17 @@ PIPELINE_METRICS = ("images_per_sec", "step_ms", "data_ms", "forward_ms", "backw
 
 
 @register("bench-train", keys=("pipeline",), metrics=PIPELINE_METRICS, hydra=True,
-          args=("steps", "warmup", "repeats", "workers", "vs_dataloader"))
+          args=("steps", "warmup", "repeats", "workers", "vs_dataloader", "vs_memory_format"))
 def _bench_train(overrides: list, args: dict) -> list:
-    """cnnlab bench-train: one row per pipeline (cnnlab, ceiling, dataloader)."""
+    """cnnlab bench-train: one row per pipeline (cnnlab, ceiling, dataloader, ceiling_nchw)."""
     from cnnlab.bench import train as bench
     from cnnlab.config import compose
 
     cfg = compose(overrides)
     r = bench.run(cfg, steps=int(args.get("steps", 60)), warmup=int(args.get("warmup", 5)),
                   repeats=int(args.get("repeats", 3)), workers=int(args.get("workers", 2)),
-                  vs_dataloader=bool(args.get("vs_dataloader", True)))
+                  vs_dataloader=bool(args.get("vs_dataloader", True)),
+                  vs_memory_format=bool(args.get("vs_memory_format", False)))
     rows = []
     for name, metrics in bench.metric_rows(r):
         row = {"pipeline": name}

@@ -93,3 +93,28 @@ def test_bad_input_exits_2_with_one_line(flag, fragment, outputs):
     assert fragment in out.output and "Traceback" not in out.output
     assert len(out.output.strip().splitlines()) == 1
     assert not (outputs / "results.csv").exists()
+
+
+def test_vs_memory_format_adds_the_other_order_in_lock_step(outputs):
+    out = runner.invoke(app, ["bench-train", "data=digits", "model=lenet5", *TINY, *QUICK,
+                              "trainer.channels_last=true", "--vs-memory-format"])
+    assert out.exit_code == 0, out.output
+    assert "channels_last / NCHW, same step on the same batch:" in out.output
+    df = pd.read_csv(outputs / "results.csv")
+    assert sorted(df.bench_pipeline) == ["ceiling", "ceiling_nchw", "cnnlab"]
+    assert bool(df.set_index("bench_pipeline").loc["ceiling_nchw", "bench_lockstep"])
+
+
+def test_twin_in_the_other_memory_order_computes_the_same_step():
+    """The NCHW twin is the same network: one step on the same batch gives the same loss."""
+    import copy
+
+    from cnnlab.train import build_parts
+
+    parts = build_parts(tiny("data=digits", "model=lenet5", "trainer.channels_last=true"))
+    parts.train_loader.set_epoch(1)
+    x, y = next(iter(parts.train_loader))
+    twin = copy.deepcopy(parts.model).to(memory_format=torch.contiguous_format)
+    a = torch.nn.functional.cross_entropy(parts.model(x), y)
+    b = torch.nn.functional.cross_entropy(twin(x.contiguous()), y)
+    assert torch.allclose(a, b, rtol=1e-5)

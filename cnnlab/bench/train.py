@@ -12,6 +12,8 @@ pipelines train the same model with one optimizer:
               transforms equivalent to the preset in `workers` processes, as the reference
               training scripts do, then to the device
   inference   a forward pass of the fixed batch in eval mode under torch.inference_mode
+  ceiling_nchw / ceiling_nhwc  (optional) the ceiling's twin in the other memory order: the
+              same weights in NCHW when the run is channels_last, NHWC when it is not
 
 A step is split into phases by wall-clock marks (the device synchronised at each on CUDA):
 data (the next batch, ready on the device), forward (forward and loss under autocast), backward
@@ -40,6 +42,8 @@ from typing import Any
 from cnnlab.errors import UsageError
 
 PHASES = ("data", "forward", "backward", "optimizer")
+# --vs-memory-format: the ceiling's twin in the other memory order, by the run's channels_last
+OTHER_FORMAT = {True: "ceiling_nchw", False: "ceiling_nhwc"}
 
 
 @dataclass
@@ -366,9 +370,12 @@ def check_args(steps: int, warmup: int, repeats: int, workers: int) -> None:
 
 
 def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: bool = False,
-        workers: int = 2) -> Result:
+        workers: int = 2, vs_memory_format: bool = False) -> Result:
     """Measure the pipelines of `cfg` (a composed train config); see the module docstring.
 
+    vs_memory_format: also the ceiling in the other memory order (OTHER_FORMAT: NCHW when the
+    run is channels_last, else NHWC), a copy of the model with its own optimizer stepping the
+    fixed batch in that order, in lock step with the rest.
     steps: measured steps per pipeline in all, split over `repeats` rounds; warmup: unmeasured
     steps per pipeline at the start of each round (worker pipelines add one per batch their
     workers prefetch, so the measured steps do not start from a full queue)."""
@@ -407,9 +414,18 @@ def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: 
             parts.bundle.num_classes)
         pipelines["dataloader"] = _dataloader_batches(parts, cfg, workers, transform, mix)
         in_blocks["dataloader"] = 2 * workers
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
+    steppers = {}
+    if vs_memory_format:
+        name = OTHER_FORMAT[parts.channels_last]
+        fmt = torch.contiguous_format if parts.channels_last else torch.channels_last
+        twin = copy.deepcopy(model).to(memory_format=fmt)
+        twin_batch = (fixed[0].contiguous(memory_format=fmt), fixed[1])
+        pipelines[name] = lambda: twin_batch
+        steppers[name] = _Stepper(twin, optim.build_optimizer(twin, cfg.optim, lr_mult=transfer.lr_multipliers(twin, cfg)),
+                                  prec, criterion, cfg.trainer.grad_clip, clock)
     lockstep = tuple(name for name in pipelines if name not in in_blocks) + ("inference",)
 
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
     optimizer = optim.build_optimizer(model, cfg.optim, lr_mult=transfer.lr_multipliers(model, cfg))
     stepper = _Stepper(model, optimizer, prec, criterion, cfg.trainer.grad_clip, clock)
     # every round starts from the same weights, so a run that diverges cannot drift the later
@@ -421,6 +437,8 @@ def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: 
         for r in range(rounds):
             n = steps // rounds + (r < steps % rounds)
             model.load_state_dict(initial)
+            for s in steppers.values():
+                s.model.load_state_dict(initial)
             for i in range(warmup + n):
                 # rotate the order: a step runs measurably faster or slower depending on what
                 # ran just before it (caches, the allocator), so each pipeline takes every place
@@ -429,7 +447,7 @@ def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: 
                     if name == "inference":
                         rec = (_infer(model, fixed[0], prec, clock), int(fixed[0].shape[0]), None)
                     else:
-                        rec = stepper(pipelines[name])
+                        rec = steppers.get(name, stepper)(pipelines[name])
                     if i >= warmup:
                         records[name].add(*rec, r)
             for name, extra in in_blocks.items():
@@ -443,6 +461,8 @@ def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: 
                     pipelines[name].close()
     finally:
         stepper.close()
+        for s in steppers.values():
+            s.close()
     ticks = [sum(t) for t in zip(*(records[name].seconds for name in lockstep))]
     for name in lockstep:
         records[name].rank = ticks
