@@ -108,7 +108,6 @@ def _conv(console, folder, suite, algos, precision, batch, shape, quick, backwar
     from rich.table import Table
 
     from cnnlab.bench import conv
-    from cnnlab.tables import fmt
 
     t0 = time.perf_counter()
     with console.status("measuring ...") as status:
@@ -125,8 +124,7 @@ def _conv(console, folder, suite, algos, precision, batch, shape, quick, backwar
     for col in SHOW + ["note"]:
         table.add_column(col, justify="left" if col in ("layer", "algo", "precision", "note") else "right")
     for r in df.to_dict("records"):
-        cells = [str(r[c]) if c in ("layer", "algo", "precision") else
-                 ("-" if isinstance(r[c], float) and math.isnan(r[c]) else fmt(r[c])) for c in SHOW]
+        cells = [_cell(c, r[c]) for c in SHOW]
         table.add_row(*cells, r["reason"], style="bold green" if r.get("fastest") else
                       ("dim" if not r["supported"] else None))
     console.print(table)
@@ -140,6 +138,16 @@ def _conv(console, folder, suite, algos, precision, batch, shape, quick, backwar
     console.print(f"{len(df)} rows in {time.perf_counter() - t0:.0f} s; fastest per layer in green; "
                   "unsupported rows dim with the reason")
     return df
+
+
+def _cell(col: str, v) -> str:
+    from cnnlab.tables import fmt
+
+    if isinstance(v, float) and math.isnan(v):
+        return "-"
+    if col.endswith("_err"):
+        return f"{v:.1e}"
+    return str(v) if isinstance(v, str) else fmt(v)
 
 
 def _plot_conv(df, path: Path) -> None:

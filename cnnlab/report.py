@@ -261,11 +261,16 @@ def table_view(summary, spec: Optional[ExperimentSpec], axes: list[str]):
     if cols is None and len(groups) == 2:
         cols = [g for g in groups if g != rows][0]
     view = summary.assign(value=summary.apply(cell_text, axis=1))
-    if cols is None or len(groups) > 2:
+    if cols is None or cols not in groups or rows not in groups:
         return view[[*groups, "value"]]
-    table = view.pivot(index=rows, columns=cols, values="value")
+    # more than two axes: the others stay as leading index columns (suite, layer x algo)
+    index = [g for g in groups if g not in (rows, cols)] + [rows]
+    table = view.pivot_table(index=index, columns=cols, values="value", aggfunc="first", sort=False)
+    if table.isna().to_numpy().mean() > 0.5:  # most cells empty (design x comparison): stay long
+        return view[[*groups, "value"]]
     # pivot sorts labels as strings (2, 64, 8); keep the order of the sorted summary instead
-    table = table.reindex(index=list(dict.fromkeys(view[rows])), columns=list(dict.fromkeys(view[cols])))
+    order = list(dict.fromkeys(zip(*(view[i] for i in index)))) if len(index) > 1 else list(dict.fromkeys(view[rows]))
+    table = table.reindex(index=order, columns=list(dict.fromkeys(view[cols])))
     table.columns = [f"{cols}={c}" for c in table.columns]
     return table.reset_index()
 

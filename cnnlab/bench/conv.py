@@ -23,9 +23,11 @@ How each figure is made:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
+import sys
 import time
 
 from cnnlab.bench import convalgos, suites
@@ -102,7 +104,7 @@ def _peak_bytes(fn, device) -> tuple[object, int]:
         return out, torch.cuda.max_memory_allocated() - base
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
     steps = []
     for e in prof.events():  # allocations inside an op count to it; later frees are [memory]
@@ -114,6 +116,23 @@ def _peak_bytes(fn, device) -> tuple[object, int]:
         live += v
         peak = max(peak, live)
     return out, peak
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """The profiler's C++ side prints "USDT ... profiler_start/stop" to file descriptor 2 on every
+    use, with no switch to turn it off: point fd 2 at /dev/null while it runs (Python exceptions
+    still propagate; only that window's raw writes are lost)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _rel(y, ref) -> tuple[float, float]:
@@ -131,22 +150,27 @@ def _quiet_profiler():
 def measure(suite: str = "vgg16", algos: list[str] | None = None, precisions=("fp32",),
             batch: int = 8, shapes=None, repeats: int = 5, warmup: int = 2,
             backward: bool = False, quick: bool = False, device: str = "cpu",
-            max_seconds: float = 4.0, progress=None):
+            max_seconds: float = 2.0, progress=None):
     """Benchmark conv algorithms on a suite's layers: one row per (layer, algo, precision).
 
     suite: a name in cnnlab.bench.suites.SUITES (ignored when `shapes` is given); shapes:
     'N,C,H,W,K,R,S,stride,pad' strings or 9-int sequences; algos: names in
     convalgos.ALGOS (default: every available one but the naive reference); precisions: fp64,
-    fp32, fp16, bf16. quick: maps 4x smaller per side, batch at most 2, 3 repeats, 1 warm-up
-    (a smoke run, ~30 s for a suite). max_seconds: a layer's timed calls per algorithm stop
-    after this many seconds once 3 are in (the `repeats` column says how many ran).
-    Unsupported combinations are kept as rows with supported False, NaN figures and a
+    fp32, fp16, bf16. quick: maps 4x smaller per side, batch at most 2, 3 repeats, 1 warm-up,
+    max_seconds 0.5 (a smoke run, ~30 s for a suite). max_seconds: a layer's timed calls per
+    algorithm stop after this many seconds once 3 are in, or after one that alone took that
+    long; the first warm-up call is the only one when it took max_seconds / 4 (the `repeats`
+    column says how many timed calls ran). Unsupported combinations are kept as rows with supported False, NaN figures and a
     reason. df.attrs: machine (machine_info()), peak_gflops per precision, settings."""
     import pandas as pd
     import torch
 
     if batch < 1 or repeats < 1 or warmup < 0:
         raise UsageError("--batch and --repeats must be at least 1, warm-up 0 or more")
+    if isinstance(algos, str):  # also 'im2col,fft' as experiment files may write it
+        algos = [a.strip() for a in algos.split(",") if a.strip()]
+    if isinstance(precisions, str):
+        precisions = [p.strip() for p in precisions.split(",") if p.strip()]
     names = list(algos) if algos else convalgos.available()
     unknown = [a for a in names if a not in convalgos.ALGOS]
     if unknown:
@@ -156,6 +180,7 @@ def measure(suite: str = "vgg16", algos: list[str] | None = None, precisions=("f
     if quick:
         plan = [(min(n or batch, 2), suites.shrink(layer)) for n, layer in plan]
         repeats, warmup = min(repeats, 3), min(warmup, 1)
+        max_seconds = min(max_seconds, 0.5)
     _quiet_profiler()
     dev = torch.device(device)
     peaks = {p: matmul_peak(dt, 512 if quick or dt in (torch.float16, torch.bfloat16) else 1024,
@@ -223,7 +248,9 @@ def _time_layer(names, x, w, layer, dtype, dev, ref, repeats, warmup, backward, 
     # first warm-up call: measured memory and the error, and a probe that the kernel runs
     for name, fn in list(calls.items()):
         try:
+            t0 = time.perf_counter()
             y, peak = _peak_bytes(fn, dev)
+            cells[name]["first_s"] = time.perf_counter() - t0
         except (RuntimeError, NotImplementedError, convalgos.NotApplicable) as exc:
             cells[name]["reason"] = f"failed: {str(exc).strip().splitlines()[0][:120]}"
             del calls[name]
@@ -238,13 +265,19 @@ def _time_layer(names, x, w, layer, dtype, dev, ref, repeats, warmup, backward, 
         timed = i >= max(warmup - 1, 0)
         k = i % max(len(order), 1)
         for name in order[k:] + order[:k]:  # rotate: each algorithm takes every place
-            if timed and len(cells[name]["times"]) >= 3 and spent[name] > max_seconds:
+            t = cells[name]["times"]
+            # a slow algorithm (fft with 3x3 filters on 224x224 maps) gets fewer calls: no
+            # more warm-up once a call took max_seconds / 4, no more timed calls once
+            # max_seconds are spent (3 calls at least, 1 if one call alone takes that long)
+            if spent[name] > max_seconds and (len(t) >= 3 or t[0] > max_seconds):
+                continue
+            if not timed and cells[name]["first_s"] > max_seconds / 4:
                 continue
             t0 = _now(dev)
             calls[name]()
             dt = _now(dev) - t0
             if timed:
-                cells[name]["times"].append(dt)
+                t.append(dt)
                 spent[name] += dt
     return cells
 

@@ -167,25 +167,34 @@ def winograd(x, w, stride=1, padding=0, m: int = 2):
     xp = F.pad(x, (pw, pw + tw * m - q, ph, ph + th * m - p))
     rows = [xp[:, :, j:j + m * (th - 1) + 1:m, :] for j in range(a)]  # [N, C, th, Wp] views
     rows = _combine(mats["BT"], rows)
-    # V laid out [alpha^2, C, N*T] so the GEMMs below need no copy of either operand
-    V = x.new_empty(a, a, c, n, th, tw)
-    for i, r in enumerate(rows):
-        cols = [r[..., j:j + m * (tw - 1) + 1:m] for j in range(a)]
-        _combine(mats["BT"], cols, out=V[i].transpose(1, 2))
+    grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
     _, G, _ = winograd_matrices(m, x.dtype, x.device)
     U = (torch.kron(G, G) @ w.reshape(k * c, 9).T).view(a * a, k, c)
+    if grad:  # autograd cannot see through the out= writes below: stack instead (more copies)
+        V = torch.stack([torch.stack(_combine(mats["BT"], [r[..., j:j + m * (tw - 1) + 1:m]
+                                                           for j in range(a)]))
+                         for r in rows]).transpose(2, 3).reshape(a * a, c, n * th * tw)
+    else:  # V laid out [alpha^2, C, N*T] so the GEMMs below need no copy of either operand
+        V = x.new_empty(a, a, c, n, th, tw)
+        for i, r in enumerate(rows):
+            cols = [r[..., j:j + m * (tw - 1) + 1:m] for j in range(a)]
+            _combine(mats["BT"], cols, out=V[i].transpose(1, 2))
     M = torch.matmul(U, V.view(a * a, c, n * th * tw)).view(a, a, k, n, th, tw)
+    Z = [_combine(mats["AT"], [M[i, j].transpose(0, 1) for j in range(a)]) for i in range(a)]
+    if grad:
+        y = torch.stack([torch.stack(_combine(mats["AT"], [Z[i][v] for i in range(a)]), 2)
+                         for v in range(m)], 2)  # [N, K, m(v), m(u), th, tw]
+        return y.permute(0, 1, 4, 3, 5, 2).reshape(n, k, th * m, tw * m)[:, :, :p, :q]
     y = x.new_empty(n, k, th, m, tw, m)
-    for i in range(a):  # A^T along the columns of each tile row i ...
-        Z = _combine(mats["AT"], [M[i, j].transpose(0, 1) for j in range(a)])  # m x [N,K,th,tw]
+    for i in range(a):  # A^T along the columns of each tile row i (Z) ...
         for u in range(m):  # ... then along the rows, straight into the strided output
             coef = float(mats["AT"][u][i])
             first = i == min(j for j in range(a) if mats["AT"][u][j] != 0)
             for v in range(m):
                 if coef and first:
-                    torch.mul(Z[v], coef, out=y[:, :, :, u, :, v])
+                    torch.mul(Z[i][v], coef, out=y[:, :, :, u, :, v])
                 elif coef:
-                    y[:, :, :, u, :, v].add_(Z[v], alpha=coef)
+                    y[:, :, :, u, :, v].add_(Z[i][v], alpha=coef)
     return y.view(n, k, th * m, tw * m)[:, :, :p, :q]
 
 
