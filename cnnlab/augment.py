@@ -129,7 +129,9 @@ def make_crop(cfg: Any, **_):
     _check(pad >= 0, f"aug.crop_padding must be >= 0, got {pad}")
     _check(size >= 0, f"aug.crop_size must be >= 0 (0: the image size), got {size}")
 
-    def crop(x, gen):
+    def crop(x, gen, flip_p: float | None = None):
+        """flip_p: also mirror each crop with this probability, in the same gather (the mask is
+        drawn after the offsets, as a separate flip op would draw it: the same result)."""
         n, c, h, w = x.shape
         oh, ow = (size, size) if size else (h, w)
         ph, pw = h + 2 * pad, w + 2 * pad
@@ -138,10 +140,15 @@ def make_crop(cfg: Any, **_):
         padded = F.pad(x, (pad, pad, pad, pad)).reshape(n, c, ph * pw)
         oy = torch.randint(0, ph - oh + 1, (n,), generator=gen, device=x.device)
         ox = torch.randint(0, pw - ow + 1, (n,), generator=gen, device=x.device)
-        # one gather over flat indices: row r, col q of the crop is padded pixel (oy+r, ox+q)
-        base = (torch.arange(oh, device=x.device)[:, None] * pw + torch.arange(ow, device=x.device)).view(1, -1)
-        idx = (oy * pw + ox).view(n, 1) + base
-        return padded.gather(2, idx.view(n, 1, oh * ow).expand(n, c, oh * ow)).view(n, c, oh, ow)
+        # one gather over flat indices: row r, col q of the crop is padded pixel (oy+r, ox+q),
+        # or (oy+r, ox+ow-1-q) for a mirrored crop
+        rows = torch.arange(oh, device=x.device).view(1, oh, 1) * pw
+        cols = torch.arange(ow, device=x.device).view(1, 1, ow)
+        if flip_p is not None:
+            mirror = (_rand(n, x, gen) < flip_p).view(n, 1, 1)
+            cols = torch.where(mirror, ow - 1 - cols, cols)
+        idx = ((oy * pw + ox).view(n, 1, 1) + rows + cols).view(n, 1, oh * ow)
+        return padded.gather(2, idx.expand(n, c, oh * ow)).view(n, c, oh, ow)
 
     return crop
 
@@ -428,6 +435,10 @@ def create(cfg: Any, train_images=None) -> Callable | None:
     if not ops:
         return None
     fns = [(o in _MIXING, _OPS[o](cfg, train_images=train_images)) for o in ops]
+    for i in range(len(ops) - 2, -1, -1):  # crop then flip: one gather does both (about 1.7x)
+        if ops[i:i + 2] == ["crop", "flip"]:
+            crop_fn, p = fns[i][1], float(cfg.flip_p)
+            fns[i:i + 2] = [(False, lambda x, gen, crop_fn=crop_fn, p=p: crop_fn(x, gen, flip_p=p))]
     mixes = any(m for m, _ in fns)
 
     def augment(x, gen, y=None, num_classes=None):

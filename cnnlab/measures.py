@@ -195,9 +195,17 @@ def validate(name: str, jobs: list[list[str]]) -> list[list[str]]:
     overrides parse."""
     from cnnlab.config import compose
 
+    from cnnlab.sweep import check_seed
+
     m = get(name)
+    checked = set()
     for job in jobs:
+        cell = tuple(o for o in job if not o.startswith("seed="))
         try:
+            check_seed(job)
+            if cell in checked:
+                continue
+            checked.add(cell)
             compose(job) if m.hydra else parse_overrides(job)
         except UsageError as exc:
             raise UsageError(f"job [{' '.join(job)}]: {exc}") from exc

@@ -164,13 +164,33 @@ def validate_jobs(task_overrides: list[str]) -> list[list[str]]:
     from cnnlab.models import check_options
 
     jobs = expand_grid(task_overrides)
+    checked = set()
     for job in jobs:
+        # a cell composes alike under every seed: compose it once, check the other seeds' values
+        cell = tuple(o for o in job if not o.startswith("seed="))
         try:
+            if cell in checked:
+                check_seed(job)
+                continue
+            checked.add(cell)
             cfg = compose(job)
             check_options(cfg.model.name, {k: v for k, v in cfg.model.items() if k != "name"})
         except UsageError as exc:
             raise UsageError(f"job [{' '.join(job)}]: {exc}") from exc
     return jobs
+
+
+def check_seed(job: list[str]) -> None:
+    """The seed= value of a job is an int in [0, 2**32), as compose() would require."""
+    for o in job:
+        if o.startswith("seed="):
+            value = o.split("=", 1)[1]
+            try:
+                ok = 0 <= int(value) < 2**32
+            except ValueError:
+                ok = False
+            if not ok:
+                raise UsageError(f"seed={value} is not allowed: it must be an integer in [0, 2**32)")
 
 
 def sweeps_root(outputs: str | Path) -> Path:

@@ -309,3 +309,23 @@ def test_pca_statistics_from_a_streamed_dataset_match_the_tensor():
     assert torch.allclose(pca_stats.covariance(dataset), pca_stats.covariance(imgs), atol=1e-12)
     aug = augment.create(compose(["aug=pca"]).aug, train_images=dataset)
     assert aug(_batch(), _gen(0)).shape == (16, 3, 8, 8)
+
+
+def test_crop_then_flip_runs_as_one_gather_with_the_same_result():
+    """create() fuses crop followed by flip; the output equals the two ops run one by one."""
+    from cnnlab import augment
+
+    cfg = compose(["aug=[crop,flip]", "aug.flip_p=0.5"]).aug
+    x = torch.rand(33, 3, 20, 24)
+    fused = augment.create(cfg)
+    ops = [augment._OPS[o](cfg) for o in cfg.ops]
+    for seed in range(4):
+        ref = x
+        g = torch.Generator().manual_seed(seed)
+        for op in ops:
+            ref = op(ref, g)
+        out = fused(x, torch.Generator().manual_seed(seed))
+        assert torch.equal(out, ref)
+    mirrored = augment._OPS["crop"](compose(["aug=crop", "aug.crop_padding=0"]).aug)(
+        x, torch.Generator().manual_seed(0), flip_p=1.0)
+    assert torch.equal(mirrored, x.flip(3))

@@ -53,10 +53,12 @@ class _BatchPath:
                 x, y = self.augment(x, gen, y, self.num_classes)
             else:
                 x = self.augment(x, gen)
-        x = ((x - self.mean) / self.std).to(self.dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        # normalise straight into the memory order the model wants: one pass writes NHWC,
+        # instead of a subtraction, a division and then a copy into channels_last
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        out = torch.empty_like(x, memory_format=fmt)
+        torch.sub(x, self.mean, out=out).div_(self.std)
+        return out.to(self.dtype), y
 
 
 class InMemoryLoader:
