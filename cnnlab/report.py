@@ -86,7 +86,7 @@ def build(sweep_dir: Path, spec: Optional[ExperimentSpec], metric: str = "test_a
         verdict = decide(spec, ok, ensembles)
         verdict = {"claim": spec.claim, "statement": spec.statement, **verdict}
         write_text_atomic(sweep_dir / "verdict.json", json.dumps(verdict, indent=2, default=_json) + "\n")
-    images = _plots(sweep_dir, jobs, summary, axes, metric) if plots and not summary.empty else []
+    images = _plots(sweep_dir, jobs, summary, axes, metric, spec) if plots and not summary.empty else []
     write_text_atomic(sweep_dir / "report.md", _markdown(sweep_dir, spec, jobs, summary, axes, metric,
                                                          verdict, images, ensembles))
     return Report(jobs=jobs, summary=summary, axes=axes, verdict=verdict, path=sweep_dir)
@@ -319,7 +319,7 @@ def _numeric(values):
     return converted.notna().all(), converted
 
 
-def _plots(sweep_dir: Path, jobs, summary, axes, metric) -> list[str]:
+def _plots(sweep_dir: Path, jobs, summary, axes, metric, spec=None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -330,29 +330,44 @@ def _plots(sweep_dir: Path, jobs, summary, axes, metric) -> list[str]:
     out.mkdir(exist_ok=True)
     written = []
     groups = [a for a in axes if a != "seed"]
-    for axis in groups:
+    plotted = groups
+    if spec is not None and getattr(spec, "measure", None) and spec.table.rows in groups:
+        # a measurement has many key columns: one plot, the table's rows along x
+        plotted = [spec.table.rows]
+    for axis in plotted:
         others = [g for g in groups if g != axis]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        series = summary.groupby(others, sort=False) if others else [((), summary)]
+        cols = spec.table.cols if spec is not None and axis == spec.table.rows else None
+        if cols in others and not summary.duplicated([axis, cols]).any():
+            others = [cols]  # the other keys follow from the row (a layer's suite and kernel)
+        series = list(summary.groupby(others, sort=False)) if others else [((), summary)]
+        numeric, _ = _numeric(summary[axis])
+        # categories share one set of positions, so series with different levels line up
+        cats = list(dict.fromkeys(summary[axis].astype(str)))
+        many = len(series) > 8
+        fig, ax = plt.subplots(figsize=(9 if many else 6, 4))
         for key, sub in series:
-            numeric, xs = _numeric(sub[axis])
-            order = xs.argsort() if numeric else range(len(sub))
-            sub = sub.iloc[list(order)]
-            x = pd.to_numeric(sub[axis]) if numeric else list(range(len(sub)))
+            if numeric:
+                sub = sub.iloc[list(pd.to_numeric(sub[axis]).argsort())]
+                x = pd.to_numeric(sub[axis])
+            else:
+                x = [cats.index(v) for v in sub[axis].astype(str)]
             err = [(sub["mean"] - sub["ci_lo"]).clip(lower=0).fillna(0).replace(math.inf, 0),
                    (sub["ci_hi"] - sub["mean"]).clip(lower=0).fillna(0).replace(math.inf, 0)]
             key = key if isinstance(key, tuple) else (key,)
-            label = ", ".join(f"{o}={k}" for o, k in zip(others, key)) or metric
+            label = ", ".join(f"{o}={k}" for o, k in zip(others, key) if summary[o].nunique() > 1) or metric
             ax.errorbar(x, sub["mean"], yerr=err, marker="o", capsize=3, label=label)
-            if not numeric:
-                ax.set_xticks(list(range(len(sub))), [str(v) for v in sub[axis]], rotation=30)
-        if numeric and (pd.to_numeric(summary[axis]) > 0).all() and \
+        if not numeric:
+            ax.set_xticks(list(range(len(cats))), cats, rotation=30, ha="right")
+        elif (pd.to_numeric(summary[axis]) > 0).all() and \
                 pd.to_numeric(summary[axis]).max() / pd.to_numeric(summary[axis]).min() >= 20:
             ax.set_xscale("log")
         ax.set_xlabel(axis)
         ax.set_ylabel(f"{metric} (mean, 95% CI)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if many:
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize=7)
         fig.tight_layout()
         name = f"{metric}_vs_{axis}.png".replace("/", "_")
         fig.savefig(out / name, dpi=110)
