@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cnnlab.claims import CLAIMS, catalogue, claim_ids, sort_key
+from cnnlab.machine import cpu_name
 
 
 def machine_info() -> dict:
     """Where a sweep ran: CPU, cores, load, accelerator and versions (recorded in sweep.yaml)."""
     import sys
 
-    info: dict[str, Any] = {"host_cpu": _cpu_name(), "cores": os.cpu_count(),
+    info: dict[str, Any] = {"host_cpu": cpu_name(), "cores": os.cpu_count(),
                             "python": sys.version.split()[0], "platform": platform.platform()}
     try:
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
@@ -47,17 +48,6 @@ def machine_info() -> dict:
     except PackageNotFoundError:
         pass
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @dataclass

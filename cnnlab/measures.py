@@ -125,7 +125,7 @@ def _bench_conv(overrides: list, args: dict) -> list:
     if unknown:
         raise UsageError(f"bench-conv jobs take suite=, batch=, shapes= and seed=, not {', '.join(unknown)}")
     df = conv.measure(suite=o.get("suite") or "vgg16", batch=int(o.get("batch", 8)),
-                      shapes=o.get("shapes"), **{k: v for k, v in args.items()})
+                      shapes=o.get("shapes"), **args)
     return df.to_dict("records")
 
 
@@ -227,9 +227,8 @@ def launch(name: str, args: dict, sweep_dir: Path, jobs: list[list[str]], echo=p
     rank = {s: i for i, s in enumerate(dict.fromkeys(seed_of.values()))}
     jobs = sorted(jobs, key=lambda j: rank[seed_of[id(j)]])
     for overrides in jobs:
-        overrides = [o for o in overrides if not o.startswith("trainer.progress=")] if not m.hydra else overrides
         job_dir = job_dir_for(sweep_dir, overrides)
-        label = " ".join(o for o in overrides if not o.startswith("trainer.progress"))
+        label = " ".join(overrides)
         if read_status(job_dir) in FINISHED:
             echo(f"[skip] {label}: already done")
             continue

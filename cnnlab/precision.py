@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnnlab.errors import UsageError
+from cnnlab.machine import cpu_flags
 
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 AMP_DTYPES = ("bfloat16", "float16")
@@ -170,18 +171,6 @@ def stochastic_round(x, dtype, generator=None):
     u = torch.rand(x.shape, device=x.device, generator=generator)
     out = torch.where(u < p_up, above, below)
     return torch.where(near.isinf() | x.isnan(), near, out)  # overflow as round-to-nearest does
-
-
-def cpu_flags() -> set | None:
-    """The CPU's feature flags from /proc/cpuinfo (None where that file does not exist)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        return None
-    return set()
 
 
 def _warn(message: str) -> None:

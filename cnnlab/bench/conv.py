@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import statistics
 import sys
 import time
@@ -49,16 +48,9 @@ def machine_info() -> dict:
     """CPU model, torch threads, selected CPU flags, load average, torch build facts."""
     import torch
 
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name") and model in ("", platform.machine(), "x86_64"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    from cnnlab.machine import cpu_flags, cpu_name
+
+    model, flags = cpu_name(), cpu_flags() or set()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {"cpu": model, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "cpu_flags": ",".join(f for f in FLAGS if f in flags),
