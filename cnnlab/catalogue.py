@@ -151,9 +151,10 @@ def _duration(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
-def build(root: Path, out_dir: Path) -> Path:
+def build(root: Path, out_dir: Path, skipped: Optional[dict[str, str]] = None) -> Path:
     """Write report.md, report.html and figures/ for the latest sweep of every experiment under
-    `root` (a sweeps folder), claim by claim. Returns the report.md path."""
+    `root` (a sweeps folder), claim by claim; `skipped` (experiment -> why) notes those that did
+    not run. Returns the report.md path."""
     from cnnlab.run import write_text_atomic
 
     latest = latest_sweeps(root)
@@ -165,13 +166,13 @@ def build(root: Path, out_dir: Path) -> Path:
     for e in entries:
         for png in e.plots:
             shutil.copyfile(e.sweep_dir / "plots" / png, figures / f"{e.name}-{png}")
-    blocks = _blocks(entries, root)
+    blocks = _blocks(entries, root, skipped or {})
     write_text_atomic(out_dir / "report.md", _markdown(blocks))
     write_text_atomic(out_dir / "report.html", _html(blocks))
     return out_dir / "report.md"
 
 
-def _blocks(entries: list[Entry], root: Path) -> list[tuple[str, Any]]:
+def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[tuple[str, Any]]:
     """The report as (kind, content) blocks: h1/h2/p/table/img/list, rendered to md and html."""
     import pandas as pd
 
@@ -193,14 +194,21 @@ def _blocks(entries: list[Entry], root: Path) -> list[tuple[str, Any]]:
         blocks.append(("p", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items())))
     summary = pd.DataFrame(rows(root))
     blocks += [("h2", "Summary"), ("table", summary)]
+    from cnnlab import experiment as exp
+
+    not_run: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        for c in claim_ids(exp.load(name).claim) or ["-"]:
+            not_run.setdefault(c, []).append(f"{name} was not run: {why}")
     for claim in [*CLAIMS, "-"]:
         found = by_claim.get(claim, [])
-        if claim == "-" and not found:
+        if claim == "-" and not found and not not_run.get("-"):
             continue
         title = f"{claim}: {CLAIMS[claim]}" if claim in CLAIMS else "cnnlab's own defaults"
         blocks.append(("h2", title))
         if not found:
             blocks.append(("p", "No finished sweep of an experiment for this claim."))
+        blocks += [("p", text) for text in not_run.get(claim, [])]
         for e in found:
             v = e.verdict or {}
             blocks.append(("h3", f"{e.name} ({e.scale} scale): {v.get('verdict', '-')}"))

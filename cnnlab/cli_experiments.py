@@ -59,6 +59,8 @@ def run_all(
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated experiment names or claim ids (C3,tencrop)."),
     skip: Optional[str] = typer.Option(None, "--skip", help="Comma-separated experiment names or claim ids to leave out."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Training jobs run side by side (joblib); "
+                             "measurement and `exclusive` experiments always run one job at a time."),
 ):
     """Run every experiment (one after another) at a scale, then write one claims report."""
     from cnnlab import catalogue
@@ -66,7 +68,7 @@ def run_all(
     from cnnlab.claims import claim_ids
     from cnnlab.cli_sweep import _sweep_report
     from cnnlab.errors import UsageError
-    from cnnlab.sweep import launch, plan, sweeps_root
+    from cnnlab.sweep import launch, missing_data, plan, sweeps_root
 
     scale = "quick" if quick else scale
     specs = [exp.load(p) for p in exp.list_experiments()]
@@ -90,10 +92,17 @@ def run_all(
     console = _console()
     outputs = _outputs()
     started = time.time()
-    failed = []
+    failed, skipped = [], {}
     for i, spec in enumerate(chosen, 1):
         spec.path = str(exp.experiments_dir() / f"{spec.name}.yaml")
-        p = plan([], outputs, experiment=spec, scale=scale)
+        side_by_side = jobs > 1 and not spec.measure and not spec.exclusive
+        launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if side_by_side else []
+        p = plan(launcher, outputs, experiment=spec, scale=scale)
+        absent = [] if spec.measure else missing_data(p.jobs)
+        if absent:
+            skipped[spec.name] = absent[0]
+            console.print(f"[yellow]({i}/{len(chosen)}) {spec.name} skipped: {absent[0]}[/yellow]")
+            continue
         console.print(f"[bold]({i}/{len(chosen)}) {spec.name}[/bold] ({spec.claim}): "
                       f"{len(p.jobs) or 'sweeper-chosen'} jobs -> {p.sweep_dir}")
         try:
@@ -108,9 +117,11 @@ def run_all(
             continue
         _sweep_report(console, p, spec, plots=not no_plots)
     out = outputs / "reports" / time.strftime("%Y%m%d-%H%M%S")
-    path = catalogue.build(sweeps_root(outputs), out)
+    path = catalogue.build(sweeps_root(outputs), out, skipped=skipped)
     console.print(f"{len(chosen)} experiments in {catalogue._duration(time.time() - started)}; "
                   f"report: {path} (and {path.with_suffix('.html').name})")
+    if skipped:
+        console.print(f"skipped for want of data: {', '.join(skipped)}")
     if failed:
         console.print(f"failed: {', '.join(failed)}")
         raise typer.Exit(1)

@@ -37,6 +37,9 @@ bench-conv's `layer`, `algo`, ...) may be named in rules and tables like axes.
 Derived columns a rule may use besides the run metrics: `gap` (train_acc - test_acc) and, with
 `target: {metric: val_acc, value: 0.9}`, `epochs_to_target` and `seconds_to_target`.
 
+`exclusive: true` marks an experiment whose jobs measure speed or use every core themselves
+(`run-all --jobs N` then still runs its jobs one at a time; measurement experiments always do).
+
 `views: [center, tencrop, "multiscale:28,32,36"]` tests every finished run again with each
 test-time view mode (cnnlab.views, at the run's training crop size): the jobs table gets one row
 per job and mode with a `views` column (an axis rules and tables may name), test_acc / test_top5
@@ -112,6 +115,7 @@ class ExperimentSpec:
     also: List[VerdictSpec] = field(default_factory=list)  # more rules; the claim needs them all
     measure: Optional[str] = None  # a cnnlab.measures name: benchmark/calculation jobs, not training
     measure_args: Dict[str, Any] = field(default_factory=dict)
+    exclusive: bool = False  # jobs time themselves or use every core: never run beside each other
     name: str = ""
     notes: str = ""
 

@@ -180,6 +180,23 @@ def validate_jobs(task_overrides: list[str]) -> list[list[str]]:
     return jobs
 
 
+def missing_data(jobs: list[list[str]]) -> list[str]:
+    """Why the datasets these jobs read are not on this machine (one message each); [] if all are."""
+    from cnnlab.config import compose
+    from cnnlab.data import missing
+
+    first: dict[str, list[str]] = {}  # one job per data= choice (the default if none names one)
+    for job in jobs:
+        choice = next((o for o in job if o.startswith("data=")), "data=")
+        first.setdefault(choice, job)
+    out = []
+    for job in first.values():
+        why = missing(compose(job).data)
+        if why and why not in out:
+            out.append(why)
+    return out
+
+
 def check_seed(job: list[str]) -> None:
     """The seed= value of a job is an int in [0, 2**32), as compose() would require."""
     for o in job:

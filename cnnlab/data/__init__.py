@@ -34,6 +34,16 @@ def list_datasets() -> dict[str, str]:
     return dict(sorted(_DESCRIPTIONS.items()))
 
 
+def missing(cfg: Any) -> str | None:
+    """Why dataset `cfg.name` cannot be read on this machine, or None. Generated and packaged
+    sets are always there; file-backed ones are opened (not loaded) to check."""
+    from cnnlab.data import torchvision_sets
+
+    if cfg.name in torchvision_sets.SOURCES:
+        return torchvision_sets.missing(cfg.name, cfg)
+    return None
+
+
 def create(cfg: Any):
     """Load dataset `cfg.name` and cut it into a DataBundle following `cfg`'s split settings."""
     import torch

@@ -84,16 +84,32 @@ def _to_split(ds) -> Split:
     return Split(labels=labels, images=data.contiguous().to(torch.uint8))
 
 
+def _not_found(name: str, root: str) -> str:
+    return (f"{name} not found or incomplete under data.root={root}: expected {expected_files(name)}. "
+            f"On a connected machine run `cnnlab data fetch {name} data.root=<folder>` and copy "
+            f"that folder here")
+
+
+def missing(name: str, cfg) -> str | None:
+    """Why `name`'s files cannot be read under cfg.root (the message a run would fail with), or None."""
+    try:
+        root = str(check_root(cfg.root, name))
+        _open(name, root, train=True)
+        _open(name, root, train=False)
+    except (DataError, UsageError) as exc:
+        return str(exc)
+    except RuntimeError:
+        return _not_found(name, root)
+    return None
+
+
 def load(name: str, cfg) -> Pools:
     root = str(check_root(cfg.root, name))
     try:
         train_ds = _open(name, root, train=True)
         test_ds = _open(name, root, train=False)
     except RuntimeError as exc:
-        raise DataError(
-            f"{name} not found or incomplete under data.root={root}: expected {expected_files(name)}. "
-            f"On a connected machine run `cnnlab data fetch {name} data.root=<folder>` and copy "
-            f"that folder here") from exc
+        raise DataError(_not_found(name, root)) from exc
     classes = list(getattr(train_ds, "classes", None) or [str(i) for i in range(10)])
     return Pools(train=_to_split(train_ds), test=_to_split(test_ds), class_names=classes)
 
