@@ -193,7 +193,12 @@ def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[t
         info = json.loads(m)
         blocks.append(("p", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items())))
     summary = pd.DataFrame(rows(root))
-    blocks += [("h2", "Summary"), ("table", summary)]
+    counts = summary.drop_duplicates("experiment")["verdict"].value_counts()
+    order = ["supported", "inconclusive", "not supported", "not run", "no experiment"]
+    counts = counts.reindex([v for v in order if v in counts] + [v for v in counts.index if v not in order])
+    blocks += [("h2", "Summary"),
+               ("p", "Experiments: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."),
+               ("table", summary)]
     from cnnlab import experiment as exp
 
     not_run: dict[str, list[str]] = {}

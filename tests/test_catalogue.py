@@ -60,6 +60,9 @@ def test_report_renders_every_claim_with_tables_plots_and_verdicts(fake_sweeps, 
         assert f"## {claim}: " in md
     assert "### conv_arithmetic (quick scale): supported" in md
     assert "### layer_shares (quick scale): supported" in md
+    n_run = len(catalogue.latest_sweeps(fake_sweeps))
+    n_idle = len(exp.list_experiments()) - n_run
+    assert f"Experiments: {n_run} supported, {n_idle} not run." in md
     assert "No finished sweep of an experiment for this claim." in md  # e.g. C1, not run here
     assert "Machine: host_cpu" in md and "torch" in md
     assert "<table" in html and "<h2>C21: " in html and html.count("<img") == md.count("![")
@@ -81,7 +84,8 @@ def test_a_flipped_result_flips_the_reported_verdict(fake_sweeps, tmp_path):
     report.build(folder, exp.load("layer_shares"), "params_share", plots=False)
     assert json.loads((folder / "verdict.json").read_text())["verdict"] == "not supported"
     runner.invoke(app, ["report", str(fake_sweeps), "--out", str(tmp_path / "rep")])
-    assert "### layer_shares (quick scale): not supported" in (tmp_path / "rep" / "report.md").read_text()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "### layer_shares (quick scale): not supported" in md and "Experiments: 1 supported, 1 not supported, " in md
 
 
 def test_experiments_lists_the_catalogue_with_last_verdicts(fake_sweeps):
