@@ -50,7 +50,9 @@ def _select(df, cond: dict):
     mask = None
     for key, value in cond.items():
         values = value if isinstance(value, (list, tuple)) else [value]
-        m = df[key].astype(str).isin([_fmt_value(v) for v in values])
+        # read back from CSV a true is True (or numpy's bool): compare as overrides write them
+        column = df[key].map(lambda x: str(x).lower() if str(x) in ("True", "False") else str(x))
+        m = column.isin([_fmt_value(v) for v in values])
         mask = m if mask is None else mask & m
     return df if mask is None else df[mask]
 

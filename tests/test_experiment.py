@@ -48,6 +48,17 @@ def test_greater_supported_not_supported_and_inconclusive():
     assert result["verdict"] == "inconclusive" and "size=10" in result["text"]
 
 
+def test_a_boolean_axis_read_back_from_csv_matches_the_rule(tmp_path):
+    """results.csv stores model.lrn=true as True; a rule naming {model.lrn: true} must still find it."""
+    spec = exp.ExperimentSpec(axes={"model.lrn": [True, False]},
+                              verdict=exp.VerdictSpec(kind="greater", a={"model.lrn": True}, b={"model.lrn": False}))
+    rows = pd.DataFrame([{"model.lrn": lrn, "seed": s, "test_acc": acc + s / 100}
+                         for lrn, acc in ((True, 0.8), (False, 0.6)) for s in range(3)])
+    rows.to_csv(tmp_path / "results.csv", index=False)
+    result = exp.decide(spec, pd.read_csv(tmp_path / "results.csv"))
+    assert result["verdict"] == "supported", result["text"]
+
+
 def test_greater_needs_every_when_cell():
     spec = _spec(kind="greater", a={"aug": "all"}, b={"aug": "none"}, when={"size": [10, 100]})
     mixed = _rows({("all", 10): [0.80, 0.81, 0.82], ("none", 10): [0.60, 0.61, 0.62],
