@@ -65,6 +65,7 @@ class Entry:
     table: Any  # DataFrame: the experiment's table layout
     plots: list = field(default_factory=list)
     machine: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=list)  # the seeds the sweep ran (its file may have changed since)
 
 
 def latest_sweeps(root: Path) -> dict[str, Path]:
@@ -115,7 +116,8 @@ def read_entry(folder: Path) -> Optional[Entry]:
                  verdict=json.loads((folder / "verdict.json").read_text()),
                  table=report.table_view(summary, spec, axes),
                  plots=sorted(p.name for p in (folder / "plots").glob("*.png")) if (folder / "plots").is_dir() else [],
-                 machine=saved.get("machine") or {})
+                 machine=saved.get("machine") or {},
+                 seeds=sorted(int(x) for x in jobs["seed"].dropna().unique()) if "seed" in jobs else list(spec.seeds))
 
 
 def rows(root: Optional[Path]) -> list[dict]:
@@ -219,7 +221,7 @@ def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[t
             blocks.append(("h3", f"{e.name} ({e.scale} scale): {v.get('verdict', '-')}"))
             blocks.append(("p", f"Statement tested: {e.spec.statement}"))
             load = e.machine.get("load_average")
-            blocks.append(("p", f"Seeds {list(e.spec.seeds)}, {e.jobs} jobs, "
+            blocks.append(("p", f"Seeds {e.seeds}, {e.jobs} jobs, "
                                 f"{_duration(e.seconds)}, run {e.created}"
                                 f"{f' (load average {load[0]} at the start)' if load else ''}; "
                                 f"sweep folder {e.sweep_dir.name}."))
