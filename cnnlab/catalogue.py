@@ -66,6 +66,14 @@ class Entry:
     plots: list = field(default_factory=list)
     machine: dict = field(default_factory=dict)
     seeds: list = field(default_factory=list)  # the seeds the sweep ran (its file may have changed since)
+    failed: int = 0  # jobs that did not finish (failed, interrupted); a diverged run is a result
+    first_error: str = ""
+
+    @property
+    def outcome(self) -> str:
+        """The verdict, with how many jobs are missing from it when some did not finish."""
+        v = (self.verdict or {}).get("verdict", "-")
+        return f"{v} ({self.failed} of {self.jobs} jobs did not finish)" if self.failed else v
 
 
 def latest_sweeps(root: Path) -> dict[str, Path]:
@@ -117,6 +125,8 @@ def read_entry(folder: Path) -> Optional[Entry]:
                  table=report.table_view(summary, spec, axes),
                  plots=sorted(p.name for p in (folder / "plots").glob("*.png")) if (folder / "plots").is_dir() else [],
                  machine=saved.get("machine") or {},
+                 failed=int((~jobs["status"].isin(["done", "diverged"])).sum()) if "status" in jobs else 0,
+                 first_error=str(next((e for e in jobs.get("error", pd.Series(dtype=str)).dropna()), "")),
                  seeds=sorted(int(x) for x in jobs["seed"].dropna().unique()) if "seed" in jobs else list(spec.seeds))
 
 
@@ -134,7 +144,7 @@ def rows(root: Optional[Path]) -> list[dict]:
                         "experiment": name or "(none)",
                         "time": _duration(entry.seconds) if entry else "-",
                         "scale": entry.scale if entry else "-",
-                        "verdict": entry.verdict["verdict"] if entry and entry.verdict else
+                        "verdict": entry.outcome if entry and entry.verdict else
                         ("not run" if name else "no experiment")})
     for spec in specs:
         if not claim_ids(spec.claim):
@@ -142,7 +152,7 @@ def rows(root: Optional[Path]) -> list[dict]:
             out.append({"claim": "-", "statement": spec.statement, "experiment": spec.name,
                         "time": _duration(entry.seconds) if entry else "-",
                         "scale": entry.scale if entry else "-",
-                        "verdict": entry.verdict["verdict"] if entry else "not run"})
+                        "verdict": entry.outcome if entry else "not run"})
     return out
 
 
@@ -195,7 +205,9 @@ def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[t
         info = json.loads(m)
         blocks.append(("p", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items())))
     summary = pd.DataFrame(rows(root))
-    counts = summary.drop_duplicates("experiment")["verdict"].value_counts()
+    named = summary.experiment != "(none)"  # one row per experiment; each claim without one counts
+    counts = (pd.concat([summary[named].drop_duplicates("experiment"), summary[~named]])["verdict"]
+              .str.replace(r" \(\d+ of \d+ jobs did not finish\)$", "", regex=True).value_counts())
     order = ["supported", "inconclusive", "not supported", "not run", "no experiment"]
     counts = counts.reindex([v for v in order if v in counts] + [v for v in counts.index if v not in order])
     blocks += [("h2", "Summary"),
@@ -218,7 +230,10 @@ def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[t
         blocks += [("p", text) for text in not_run.get(claim, [])]
         for e in found:
             v = e.verdict or {}
-            blocks.append(("h3", f"{e.name} ({e.scale} scale): {v.get('verdict', '-')}"))
+            blocks.append(("h3", f"{e.name} ({e.scale} scale): {e.outcome}"))
+            if e.failed:
+                blocks.append(("p", f"{e.failed} of {e.jobs} jobs did not finish; the verdict uses the "
+                                    f"others. First error: {e.first_error}"))
             blocks.append(("p", f"Statement tested: {e.spec.statement}"))
             load = e.machine.get("load_average")
             blocks.append(("p", f"Seeds {e.seeds}, {e.jobs} jobs, "

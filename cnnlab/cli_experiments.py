@@ -96,9 +96,16 @@ def run_all(
     for i, spec in enumerate(chosen, 1):
         spec.path = str(exp.experiments_dir() / f"{spec.name}.yaml")
         side_by_side = jobs > 1 and not spec.measure and not spec.exclusive
-        launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if side_by_side else []
-        p = plan(launcher, outputs, experiment=spec, scale=scale)
-        absent = [] if spec.measure else missing_data(p.jobs)
+        # N jobs side by side share the cores: each gets its share, never all of them
+        launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
+                    f"trainer.threads={max(1, (os.cpu_count() or 1) // jobs)}"] if side_by_side else []
+        try:
+            p = plan(launcher, outputs, experiment=spec, scale=scale)
+            absent = [] if spec.measure else missing_data(p.jobs)
+        except Exception as exc:  # a missing launcher plugin, a bad cell: the others still run
+            failed.append(spec.name)
+            console.print(f"[red]{spec.name} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}[/red]")
+            continue
         if absent:
             skipped[spec.name] = absent[0]
             console.print(f"[yellow]({i}/{len(chosen)}) {spec.name} skipped: {absent[0]}[/yellow]")

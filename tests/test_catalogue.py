@@ -145,3 +145,16 @@ def test_run_all_skips_an_experiment_whose_data_is_missing_and_the_report_says_w
     md = (report_dir / "report.md").read_text()
     c4 = md.split("## C4:")[1].split("\n## ")[0]
     assert "transfer_quadrant_lite0 was not run: " in c4 and "cnnlab data fetch cifar10" in c4
+
+
+def test_jobs_that_did_not_finish_are_named_beside_the_verdict(fake_sweeps, tmp_path):
+    folder = catalogue.latest_sweeps(fake_sweeps)["layer_shares"]
+    df = pd.read_csv(folder / "results.csv", dtype={"error": str})
+    df.loc[df.index[0], ["status", "error"]] = ["failed", "DataError: cifar10 is not here"]
+    df.to_csv(folder / "results.csv", index=False)
+    runner.invoke(app, ["report", str(fake_sweeps), "--out", str(tmp_path / "rep")])
+    md = (tmp_path / "rep" / "report.md").read_text()
+    n = catalogue.read_entry(folder).jobs
+    assert f"### layer_shares (quick scale): supported (1 of {n} jobs did not finish)" in md
+    assert "First error: DataError: cifar10 is not here" in md
+    assert "Experiments: 2 supported, " in md  # still counted by its verdict

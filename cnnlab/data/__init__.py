@@ -36,7 +36,8 @@ def list_datasets() -> dict[str, str]:
 
 def missing(cfg: Any) -> str | None:
     """Why dataset `cfg.name` cannot be read on this machine, or None. Generated and packaged
-    sets are always there; file-backed ones are opened (not loaded) to check."""
+    sets are always there; torchvision's file-backed sets are opened (their constructors read the
+    files) to check."""
     from cnnlab.data import torchvision_sets
 
     if cfg.name in torchvision_sets.SOURCES:

@@ -100,6 +100,8 @@ def missing(name: str, cfg) -> str | None:
         return str(exc)
     except RuntimeError:
         return _not_found(name, root)
+    except Exception as exc:  # a corrupt or unreadable file
+        return f"{name} under data.root={cfg.root} cannot be read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     return None
 
 
