@@ -219,6 +219,7 @@ def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[t
     for name, why in skipped.items():
         for c in claim_ids(exp.load(name).claim) or ["-"]:
             not_run.setdefault(c, []).append(f"{name} was not run: {why}")
+    shown: dict[str, str] = {}  # experiment -> the claim it was written out under
     for claim in [*CLAIMS, "-"]:
         found = by_claim.get(claim, [])
         if claim == "-" and not found and not not_run.get("-"):
@@ -231,6 +232,10 @@ def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[t
         for e in found:
             v = e.verdict or {}
             blocks.append(("h3", f"{e.name} ({e.scale} scale): {e.outcome}"))
+            if e.name in shown:  # an experiment of several claims is written out under the first
+                blocks.append(("p", f"Its table, plots and numbers are under {shown[e.name]} above."))
+                continue
+            shown[e.name] = claim
             if e.failed:
                 blocks.append(("p", f"{e.failed} of {e.jobs} jobs did not finish; the verdict uses the "
                                     f"others. First error: {e.first_error}"))
