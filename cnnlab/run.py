@@ -18,6 +18,17 @@ from typing import Any
 from cnnlab.errors import CnnlabError
 
 
+OUTPUTS_ENV = "CNNLAB_OUTPUTS"  # conf/config.yaml reads the same variable: ${oc.env:CNNLAB_OUTPUTS,outputs}
+
+
+def outputs_dir(given: str | os.PathLike | None = None) -> Path:
+    """The outputs folder: `given` (an --outputs option or a config's `outputs`), else
+    $CNNLAB_OUTPUTS, else ./outputs. The one place that decides it."""
+    if given:
+        return Path(given)
+    return Path(os.environ.get(OUTPUTS_ENV) or "outputs")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:

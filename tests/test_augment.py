@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab import augment
+from cnnlab.data import augment
 from cnnlab.config import compose
 from cnnlab.data import pca as pca_stats
 from cnnlab.errors import UsageError
@@ -313,12 +313,12 @@ def test_pca_statistics_from_a_streamed_dataset_match_the_tensor():
 
 def test_crop_then_flip_runs_as_one_gather_with_the_same_result():
     """create() fuses crop followed by flip; the output equals the two ops run one by one."""
-    from cnnlab import augment
+    from cnnlab.data import augment
 
     cfg = compose(["aug=[crop,flip]", "aug.flip_p=0.5"]).aug
     x = torch.rand(33, 3, 20, 24)
     fused = augment.create(cfg)
-    ops = [augment._OPS[o](cfg) for o in cfg.ops]
+    ops = [augment.OPS.get(o)(cfg) for o in cfg.ops]
     for seed in range(4):
         ref = x
         g = torch.Generator().manual_seed(seed)
@@ -326,6 +326,6 @@ def test_crop_then_flip_runs_as_one_gather_with_the_same_result():
             ref = op(ref, g)
         out = fused(x, torch.Generator().manual_seed(seed))
         assert torch.equal(out, ref)
-    mirrored = augment._OPS["crop"](compose(["aug=crop", "aug.crop_padding=0"]).aug)(
+    mirrored = augment.OPS.get("crop")(compose(["aug=crop", "aug.crop_padding=0"]).aug)(
         x, torch.Generator().manual_seed(0), flip_p=1.0)
     assert torch.equal(mirrored, x.flip(3))

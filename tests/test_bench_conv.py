@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from cnnlab.bench import conv, convalgos, suites
-from cnnlab.cli import app
+from cnnlab.cli.main import app
 from cnnlab.errors import UsageError
 
 runner = CliRunner()

@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnnlab.bench import design
-from cnnlab.cli import app
+from cnnlab.cli.main import app
 
 
 @pytest.fixture(scope="module")

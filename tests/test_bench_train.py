@@ -6,7 +6,7 @@ import torch
 from typer.testing import CliRunner
 
 from cnnlab.bench import train as bench
-from cnnlab.cli import app
+from cnnlab.cli.main import app
 from conftest import TINY, tiny
 
 runner = CliRunner()
@@ -109,7 +109,7 @@ def test_twin_in_the_other_memory_order_computes_the_same_step():
     """The NCHW twin is the same network: one step on the same batch gives the same loss."""
     import copy
 
-    from cnnlab.train import build_parts
+    from cnnlab.training.recipe import build_parts
 
     parts = build_parts(tiny("data=digits", "model=lenet5", "trainer.channels_last=true"))
     parts.train_loader.set_epoch(1)

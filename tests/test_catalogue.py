@@ -1,4 +1,4 @@
-"""The claims catalogue and the one report (cnnlab.claims, cnnlab.catalogue, `cnnlab report`)."""
+"""The claims catalogue and the one report (cnnlab.lab.claims, cnnlab.lab.catalogue, `cnnlab report`)."""
 
 import json
 
@@ -7,11 +7,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cnnlab import catalogue
-from cnnlab import experiment as exp
-from cnnlab import measures
-from cnnlab.claims import CLAIMS, claim_ids
-from cnnlab.cli import app
+from cnnlab.lab import catalogue
+from cnnlab.lab import experiment as exp
+from cnnlab.lab import measures
+from cnnlab.lab.claims import CLAIMS, claim_ids
+from cnnlab.cli.main import app
 
 runner = CliRunner()
 
@@ -73,7 +73,7 @@ def test_report_renders_every_claim_with_tables_plots_and_verdicts(fake_sweeps, 
 
 def test_a_flipped_result_flips_the_reported_verdict(fake_sweeps, tmp_path):
     """Rebuild a sweep's verdict from doctored rows: linear layers now do most of the arithmetic."""
-    from cnnlab import report
+    from cnnlab.lab import report
 
     folder = catalogue.latest_sweeps(fake_sweeps)["layer_shares"]
     for rows_csv in (folder / "jobs").glob("*/rows.csv"):

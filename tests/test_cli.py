@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cnnlab.cli import app
+from cnnlab.cli.main import app
 from conftest import TINY
 
 runner = CliRunner()
@@ -17,7 +17,7 @@ def cnnlab(*args, env=None):
 
 
 def test_help_does_not_import_torch_pandas_or_hydra():
-    code = ("import sys; from cnnlab.cli import app; from typer.main import get_command; "
+    code = ("import sys; from cnnlab.cli.main import app; from typer.main import get_command; "
             "get_command(app); "
             "print(sorted(m for m in ('torch', 'pandas', 'hydra', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,7 +1,7 @@
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnlab.cli import app
+from cnnlab.cli.main import app
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnnlab import data
-from cnnlab.cli import app
+from cnnlab.cli.main import app
 from cnnlab.data.folder import BadImageWarning, to_rgb
 from cnnlab.data.verify import verify_folder
 from cnnlab.errors import DataError

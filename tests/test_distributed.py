@@ -1,4 +1,4 @@
-"""Data-parallel training (cnnlab/distributed.py): launch, join detection, one writer, exactness."""
+"""Data-parallel training (cnnlab/training/distributed.py): launch, join detection, one writer, exactness."""
 
 import json
 import subprocess
@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from cnnlab import distributed
+from cnnlab.training import distributed
 from cnnlab.config import compose
 from cnnlab.data.loader import InMemoryLoader
 from cnnlab.errors import UsageError
-from cnnlab.train import train
+from cnnlab.training.recipe import train
 from conftest import TINY, tiny
 
 # 60 training digits per class: 600 images, an even count, so two ranks' shards are exactly the
@@ -190,7 +190,7 @@ def test_even_shards_give_every_rank_the_same_steps():
 
 
 def test_one_process_never_starts_the_launcher():
-    code = ("import sys, torch; from cnnlab.config import compose; from cnnlab.train import train; "
+    code = ("import sys, torch; from cnnlab.config import compose; from cnnlab.training.recipe import train; "
             f"train(compose({TINY + ['data=shapes', 'data.num_train=200', 'model=lenet5']!r})); "
             "print(sorted(m for m in sys.modules if m.startswith(('torch.distributed.launcher', "
             "'torch.distributed.elastic'))), torch.distributed.is_initialized())")

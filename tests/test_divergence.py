@@ -7,10 +7,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cnnlab import checkpoint, engine, optim, results
-from cnnlab.cli import app
-from cnnlab.progress import make_progress
-from cnnlab.train import build_parts
+from cnnlab import checkpoint, results
+from cnnlab.training import engine
+from cnnlab.training import optim
+from cnnlab.cli.main import app
+from cnnlab.training.progress import make_progress
+from cnnlab.training.recipe import build_parts
 from tests.conftest import tiny
 
 RUN = ["data=digits", "model=lenet5", "trainer.epochs=3"]

@@ -7,11 +7,12 @@ import sys
 import pytest
 import torch
 
-from cnnlab import data, optim
+from cnnlab import data
+from cnnlab.training import optim
 from cnnlab.config import compose
 from cnnlab.data.base import stratified_pick
 from cnnlab.errors import UsageError
-from cnnlab.train import build_parts, train
+from cnnlab.training.recipe import build_parts, train
 from conftest import tiny
 from test_data import _write_folder
 

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cnnlab import optim
+from cnnlab.training import optim
 from cnnlab.config import compose
-from cnnlab.train import train
+from cnnlab.training.recipe import train
 from conftest import tiny
 
 
@@ -124,7 +124,7 @@ def test_label_smoothing_and_grad_clip_are_applied():
 
 
 def test_a_run_that_raises_is_marked_failed_and_adds_no_row(outputs, monkeypatch):
-    from cnnlab import engine
+    from cnnlab.training import engine
 
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash")

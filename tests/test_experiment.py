@@ -3,9 +3,9 @@ import math
 import pandas as pd
 import pytest
 
-from cnnlab import experiment as exp
+from cnnlab.lab import experiment as exp
 from cnnlab.errors import UsageError
-from cnnlab.sweep import validate_jobs
+from cnnlab.lab.sweep import validate_jobs
 
 
 def test_grid_expansion_is_the_cartesian_product_in_order():
@@ -95,8 +95,8 @@ def test_bad_experiment_files_fail_before_any_job(tmp_path):
 
 @pytest.mark.parametrize("path", exp.list_experiments(), ids=lambda p: p.stem)
 def test_every_shipped_experiment_parses_and_its_quick_scale_composes(path):
-    from cnnlab import measures
-    from cnnlab.claims import CLAIMS, claim_ids
+    from cnnlab.lab import measures
+    from cnnlab.lab.claims import CLAIMS, claim_ids
 
     spec = exp.load(path)
     assert spec.statement and (spec.claim == "-" or set(claim_ids(spec.claim)) <= set(CLAIMS))
@@ -175,7 +175,7 @@ def test_best_verdict_per_cell():
     # second by a hair, not significantly: inconclusive
     close = wins.assign(test_acc=[0.80, 0.70, 0.90, 0.81, 0.69, 0.92, 0.80, 0.81, 0.82, 0.90, 0.91, 0.93])
     assert exp.decide(spec, close)["verdict"] == "inconclusive"
-    from cnnlab.report import best_table
+    from cnnlab.lab.report import best_table
 
     table = best_table(exp.decide(spec, wins)["evidence"])
     assert list(table.columns) == ["", "size=10", "size=null"]
@@ -191,9 +191,9 @@ def test_best_verdict_checks_its_recommendations(tmp_path):
 
 
 def test_override_values_are_quoted_as_hydra_needs():
-    assert exp._fmt_value(None) == "null"
-    assert exp._fmt_value(["data=shapes", "trainer.epochs=15"]) == "['data=shapes','trainer.epochs=15']"
-    assert exp._fmt_value([1.0, 0.1]) == "[1.0,0.1]"
+    assert exp.fmt_value(None) == "null"
+    assert exp.fmt_value(["data=shapes", "trainer.epochs=15"]) == "['data=shapes','trainer.epochs=15']"
+    assert exp.fmt_value([1.0, 0.1]) == "[1.0,0.1]"
     from cnnlab.config import compose
 
     jobs = exp.expand_grid(exp.sweep_overrides(exp.ExperimentSpec(
@@ -203,7 +203,7 @@ def test_override_values_are_quoted_as_hydra_needs():
 
 
 def test_seconds_to_target_sums_epoch_times_and_censors(tmp_path):
-    from cnnlab.sweep import to_target
+    from cnnlab.lab.sweep import to_target
 
     csv = tmp_path / "metrics.csv"
     csv.write_text("epoch,val_acc,epoch_seconds\n1,0.5,2.0\n2,0.85,3.0\n3,0.9,4.0\n")

@@ -1,4 +1,4 @@
-"""Measurement experiments (cnnlab.measures): benchmark jobs in the sweep layout, rows per job,
+"""Measurement experiments (cnnlab.lab.measures): benchmark jobs in the sweep layout, rows per job,
 rules on the measurement's key columns, `near` and `also` rules."""
 
 import json
@@ -8,9 +8,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from cnnlab import experiment as exp
-from cnnlab import measures
-from cnnlab.cli import app
+from cnnlab.lab import experiment as exp
+from cnnlab.lab import measures
+from cnnlab.cli.main import app
 from cnnlab.errors import UsageError
 
 runner = CliRunner()
@@ -32,10 +32,11 @@ def toy_measure(monkeypatch):
         return [{"way": "slow", "speed": base, "memory": float(area), "area": area},
                 {"way": "fast", "speed": fast * base, "memory": 1.02 * area, "area": area}]
 
-    monkeypatch.setitem(measures.MEASURES, "toy", measures.Measure(
+    measures.MEASURES["toy"] = measures.Measure(
         "toy", run, keys=("way", "area"), metrics=("speed", "memory"), hydra=False,
-        args=("fast_factor",)))
-    return calls
+        args=("fast_factor",))
+    yield calls
+    del measures.MEASURES["toy"]
 
 
 def _write(tmp_path, **spec):

@@ -8,7 +8,8 @@ import torch
 from cnnlab import checkpoint
 from cnnlab.config import validate
 from cnnlab.errors import UsageError
-from cnnlab.train import build_parts, train, use_channels_last
+from cnnlab.training.device import use_channels_last
+from cnnlab.training.recipe import build_parts, train
 from conftest import tiny
 
 

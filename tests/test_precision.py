@@ -5,11 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from cnnlab import checkpoint, engine, optim, precision
+from cnnlab import checkpoint
+from cnnlab.training import engine
+from cnnlab.training import optim
+from cnnlab.training import precision
 from cnnlab.config import compose, group_choices
 from cnnlab.errors import UsageError
-from cnnlab.progress import make_progress
-from cnnlab.train import build_parts, train
+from cnnlab.training.progress import make_progress
+from cnnlab.training.recipe import build_parts, train
 from conftest import tiny
 
 # fp16 (and bf16 on CPUs without it) is emulated and slow on CPU: a few images, a small net
@@ -17,7 +20,7 @@ SMALL = ("data=digits", "data.train_per_class=20", "model=lenet5", "trainer.epoc
 WEIGHT_DTYPE = {"fp64": torch.float64, "bf16_pure": torch.bfloat16, "fp16_pure": torch.float16,
                 "bf16_pure_stochastic": torch.bfloat16, "fp16_pure_stochastic": torch.float16}
 
-pytestmark = pytest.mark.filterwarnings("ignore::cnnlab.precision.PrecisionWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::cnnlab.training.precision.PrecisionWarning")
 
 
 def _create(*overrides, device="cpu"):

@@ -4,7 +4,7 @@ import torch.nn as nn
 from typer.testing import CliRunner
 
 from cnnlab import models
-from cnnlab.cli import app
+from cnnlab.cli.main import app
 from cnnlab.errors import UsageError
 from cnnlab.models.profile import parse_input, profile
 
@@ -92,7 +92,7 @@ def test_parse_input():
 
 def test_blocks_are_not_trainable(tmp_path):
     from cnnlab.config import compose
-    from cnnlab.train import build_parts
+    from cnnlab.training.recipe import build_parts
 
     cfg = compose(["model.name=conv", "trainer.progress=none"])
     with pytest.raises(UsageError, match="building block"):

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab import checkpoint, resume
+from cnnlab import checkpoint
+from cnnlab.training import resume
 from cnnlab.errors import UsageError
-from cnnlab.train import train
+from cnnlab.training.recipe import train
 from tests.conftest import tiny
 
 HELPER = Path(__file__).parent / "helpers" / "signal_train.py"
@@ -84,7 +85,7 @@ def test_sigterm_then_resume_is_bit_identical(tmp_path, reference, when):
 def test_sigint_exit_code_and_cli_resume(tmp_path):
     from typer.testing import CliRunner
 
-    from cnnlab.cli import app
+    from cnnlab.cli.main import app
 
     proc, run_dir = _interrupt(tmp_path, "SIGINT", "1:5")
     assert proc.returncode == 130, proc.stderr

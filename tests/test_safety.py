@@ -11,9 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 from cnnlab import checkpoint, results
-from cnnlab.cli import app
+from cnnlab.cli.main import app
 from cnnlab.errors import CnnlabError
-from cnnlab.train import train
+from cnnlab.training.recipe import train
 from tests.conftest import tiny
 
 TINY_RUN = ["data=digits", "model=lenet5", "trainer.epochs=1"]
@@ -84,12 +84,12 @@ def test_enospc_during_a_run_is_one_line_and_exit_1(outputs, monkeypatch):
 
 
 def test_out_of_memory_hints_at_the_batch_size(outputs, monkeypatch):
-    import cnnlab.engine
+    import cnnlab.training.engine
 
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(cnnlab.engine, "topk_correct", oom)
+    monkeypatch.setattr(cnnlab.training.engine, "topk_correct", oom)
     result = CliRunner().invoke(app, ["train", *TINY_RUN, "trainer.progress=none",
                                       "trainer.batch_size=32"])
     assert result.exit_code == 1
@@ -131,7 +131,7 @@ def test_parallel_result_appends_lose_no_rows(tmp_path):
 
 
 def test_a_run_shared_as_safetensors_only_loads_for_ensembles_and_transfer(outputs):
-    from cnnlab import ensemble
+    from cnnlab.evaluation import ensemble
     from cnnlab.transfer import sources
 
     s = train(tiny(*TINY_RUN))

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cnnlab import sweep as sw
-from cnnlab.cli import app
+from cnnlab.lab import sweep as sw
+from cnnlab.cli.main import app
 
 runner = CliRunner()
 FAST = ["data=digits", "model=lenet5", "trainer.epochs=1", "trainer.threads=1"]
@@ -83,7 +83,7 @@ def test_resume_runs_only_the_jobs_that_are_not_done(outputs):
 
 
 def test_interrupt_keeps_finished_jobs_and_resume_continues(outputs, monkeypatch):
-    import cnnlab.train as train_mod
+    import cnnlab.training.recipe as train_mod
 
     real = train_mod.train
 
@@ -144,7 +144,7 @@ def test_experiments_command_lists_claims():
 
 
 def test_table_view_keeps_numeric_axis_order():
-    from cnnlab.report import table_view
+    from cnnlab.lab.report import table_view
 
     summary = pd.DataFrame({"bs": ["2", "8", "64", "2", "8", "64"], "norm": ["bn"] * 3 + ["gn"] * 3,
                             "mean": [0.5] * 6, "std": [0.1] * 6, "n": [3] * 6,
@@ -154,9 +154,9 @@ def test_table_view_keeps_numeric_axis_order():
 
 
 def test_experiment_views_test_every_run_under_each_mode(outputs, tmp_path):
-    from cnnlab.ensemble import load_run
+    from cnnlab.evaluation.ensemble import load_run
     from cnnlab.data.loader import make_loader
-    from cnnlab.evaluate import predict_views
+    from cnnlab.evaluation.evaluate import predict_views
 
     path = tmp_path / "views_claim.yaml"
     path.write_text(
@@ -185,8 +185,8 @@ def test_experiment_views_test_every_run_under_each_mode(outputs, tmp_path):
     report = (d / "report.md").read_text()
     assert "Cost of each test-time view mode" in report and "vs_center" in report
     # rebuilding the report reuses views.csv instead of testing again
-    from cnnlab import report as rp
-    from cnnlab.experiment import load
+    from cnnlab.lab import report as rp
+    from cnnlab.lab.experiment import load
 
     cached = pd.read_csv(d / "views.csv")
     assert len(cached) == 6

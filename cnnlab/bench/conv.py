@@ -48,7 +48,7 @@ def machine_info() -> dict:
     """CPU model, torch threads, selected CPU flags, load average, torch build facts."""
     import torch
 
-    from cnnlab.machine import cpu_flags, cpu_name
+    from cnnlab.machine import cpu_flags, cpu_name, device_name
 
     model, flags = cpu_name(), cpu_flags() or set()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
@@ -57,7 +57,7 @@ def machine_info() -> dict:
             "load_avg": ",".join(f"{v:.2f}" for v in load), "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "nnpack": bool(torch.backends.nnpack.is_available()),
-            "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else model}
+            "device_name": device_name("cuda" if torch.cuda.is_available() else "cpu")}
 
 
 def matmul_peak(dtype, size: int = 1024, repeats: int = 5, device="cpu") -> float:

@@ -1,7 +1,7 @@
 """`cnnlab bench-train`: where a training step's time goes, and what cnnlab's data path costs.
 
 In the spirit of timm's benchmark.py: warm-up steps, then measured steps, for the model, data,
-augmentation and precision of a `cnnlab train` config (built by cnnlab.train.build_parts). All
+augmentation and precision of a `cnnlab train` config (built by cnnlab.training.recipe.build_parts). All
 pipelines train the same model with one optimizer:
 
   cnnlab      the training loader (uint8 split on the device, batched augmentation, normalisation)
@@ -179,7 +179,7 @@ def _loss(out, y, criterion):
 
 
 class _Stepper:
-    """The engine's training step (cnnlab.engine.fit) with marks between its phases."""
+    """The engine's training step (cnnlab.training.engine.fit) with marks between its phases."""
 
     def __init__(self, model, optimizer, precision, criterion, grad_clip: float, clock: _Clock):
         self.model, self.optimizer, self.precision = model, optimizer, precision
@@ -379,13 +379,15 @@ def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: 
     steps: measured steps per pipeline in all, split over `repeats` rounds; warmup: unmeasured
     steps per pipeline at the start of each round (worker pipelines add one per batch their
     workers prefetch, so the measured steps do not start from a full queue)."""
-    import platform
 
     import torch
 
-    from cnnlab import models, optim, transfer
+    from cnnlab import models, transfer
+    from cnnlab.training import optim
     from cnnlab.data.loader import InMemoryLoader
-    from cnnlab.train import build_parts, peak_memory_mb
+    from cnnlab.machine import device_name
+    from cnnlab.training.device import peak_memory_mb
+    from cnnlab.training.recipe import build_parts
 
     check_args(steps, warmup, repeats, workers)
     if cfg.transfer.name in transfer.PROBES:
@@ -473,8 +475,7 @@ def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: 
         batch_size=int(fixed[0].shape[0]), params=models.count_params(model),
         gflops_per_image=gflops_per_image(model, (c, h, w)),
         peak_mem_mb=round(peak_memory_mb(device), 1), device=str(device),
-        device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else platform.processor() or platform.machine()),
+        device_name=device_name(device),
         threads=torch.get_num_threads(), precision=prec.name,
         channels_last=parts.channels_last, warmup=warmup,
         workers=workers if vs_dataloader else None, transforms=transforms, left_out=left,

@@ -7,21 +7,10 @@ here the same way for all of them, from `data.split_seed` only, so every run see
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
+from cnnlab.data.registry import DATASETS, register_dataset  # noqa: F401  (the public names)
 from cnnlab.errors import UsageError
-
-_REGISTRY: dict[str, Callable[[Any], Any]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
-
-
-def register_dataset(name: str, description: str = ""):
-    def wrap(fn):
-        _REGISTRY[name] = fn
-        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
-        return fn
-
-    return wrap
 
 
 def _load_all() -> None:
@@ -29,9 +18,12 @@ def _load_all() -> None:
     from cnnlab.data import digits, folder, shapes, torchvision_sets  # noqa: F401
 
 
+DATASETS.set_loader(_load_all)
+
+
 def list_datasets() -> dict[str, str]:
-    _load_all()
-    return dict(sorted(_DESCRIPTIONS.items()))
+    """Registered dataset names -> one-line descriptions."""
+    return {name: entry.description for name, entry in DATASETS.items()}
 
 
 def missing(cfg: Any) -> str | None:
@@ -51,10 +43,7 @@ def create(cfg: Any):
 
     from cnnlab.data.base import DataBundle, channel_stats, resize_images, stratified_pick
 
-    _load_all()
-    if cfg.name not in _REGISTRY:
-        raise UsageError(f"unknown dataset '{cfg.name}'; choose from: {', '.join(sorted(_REGISTRY))}")
-    pools = _REGISTRY[cfg.name](cfg)
+    pools = DATASETS.get(cfg.name).load(cfg)
     train_pool, test = pools.train, pools.test
     if cfg.image_size and train_pool.in_memory:
         train_pool.images = resize_images(train_pool.images, cfg.image_size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.data import register_dataset
+from cnnlab.data.registry import register_dataset
 from cnnlab.data.base import Pools, Split
 
 

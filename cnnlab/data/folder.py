@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from cnnlab.data import register_dataset
+from cnnlab.data.registry import register_dataset
 from cnnlab.data.base import Pools, Split
 from cnnlab.data.torchvision_sets import check_root
 from cnnlab.errors import DataError

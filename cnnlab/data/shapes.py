@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from cnnlab.data import register_dataset
+from cnnlab.data.registry import register_dataset
 from cnnlab.data.base import Pools, Split
 
 

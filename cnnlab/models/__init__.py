@@ -7,30 +7,8 @@ Options a user did not set are not passed, so each family keeps its own defaults
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
-
 from cnnlab.errors import UsageError
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    family: str
-    fn: Callable[..., Any]
-    default_input: tuple[int, int, int]  # (C, H, W) the architecture was designed for
-    kind: str = "classifier"  # or "block": a building block to inspect, not to train
-
-
-_REGISTRY: dict[str, ModelEntry] = {}
-
-
-def register_model(name: str, family: str, default_input=(3, 32, 32), kind: str = "classifier"):
-    def wrap(fn):
-        _REGISTRY[name] = ModelEntry(name, family, fn, tuple(default_input), kind)
-        return fn
-
-    return wrap
+from cnnlab.models.registry import MODELS, ModelEntry, register_model  # noqa: F401
 
 
 def _natural(text: str) -> list:
@@ -40,11 +18,11 @@ def _natural(text: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
-NOT_FAMILIES = {"layers", "profile", "torchvision_weights"}
+NOT_FAMILIES = {"layers", "profile", "torchvision_weights", "registry", "reference"}
 
 
 def _load_all() -> None:
-    """Import every family module of this package; their decorators fill the registry."""
+    """Import every family module of the package; their decorators fill the registry."""
     import importlib
     import pkgutil
 
@@ -55,10 +33,12 @@ def _load_all() -> None:
             importlib.import_module(f"cnnlab.models.{info.name}")
 
 
+MODELS.set_loader(_load_all)
+
+
 def list_models(kind: str | None = None) -> dict[str, ModelEntry]:
     """Registered models, family by family in natural name order; optionally of one kind."""
-    _load_all()
-    entries = sorted(_REGISTRY.values(), key=lambda e: (e.kind != "classifier", e.family, _natural(e.name)))
+    entries = sorted((e for _, e in MODELS.items()), key=lambda e: (e.kind != "classifier", e.family, _natural(e.name)))
     return {e.name: e for e in entries if kind is None or e.kind == kind}
 
 
@@ -66,11 +46,10 @@ def check_options(name: str, opts: dict) -> dict:
     """The options `name` receives (those set, not None); UsageError for unknown names/options."""
     import inspect
 
-    _load_all()
-    if name not in _REGISTRY:
+    if name not in MODELS:
         raise UsageError(f"unknown model '{name}'; choose from: {', '.join(list_models())}")
     opts = {k: v for k, v in opts.items() if v is not None}
-    accepted = inspect.signature(_REGISTRY[name].fn).parameters
+    accepted = inspect.signature(MODELS.get(name).fn).parameters
     unknown = [k for k in opts if k not in accepted]
     if unknown:
         valid = [k for k in accepted if k not in ("num_classes", "in_chans", "input_size")]
@@ -83,7 +62,7 @@ def create(name: str, num_classes: int, in_chans: int = 3, input_size=None, **op
     import inspect
 
     opts = check_options(name, opts)
-    fn = _REGISTRY[name].fn
+    fn = MODELS.get(name).fn
     if "stem" in inspect.signature(fn).parameters and "stem" not in opts and input_size is not None:
         # small inputs (CIFAR, digits, shapes) get the family's small-image stem
         opts["stem"] = "cifar" if max(input_size) < 96 else "imagenet"

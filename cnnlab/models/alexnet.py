@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UsageError
-from cnnlab.models import register_model
+from cnnlab.models.registry import register_model
 from cnnlab.models.layers import make_act, make_norm, scaled
 
 VARIANTS = ("paper", "owt")

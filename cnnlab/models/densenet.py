@@ -36,7 +36,7 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from cnnlab.errors import UsageError
-from cnnlab.models import register_model
+from cnnlab.models.registry import register_model
 from cnnlab.models.layers import make_act, make_norm, scaled
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from cnnlab.models import register_model
+from cnnlab.models.registry import register_model
 from cnnlab.models.layers import scaled
 
 BLOCKS = ("7x7", "5x5", "3x3x3", "3x3x2", "3x3", "bottleneck", "1x7+7x1", "separable")

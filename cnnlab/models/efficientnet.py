@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import UsageError
-from cnnlab.models import register_model
+from cnnlab.models.registry import register_model
 from cnnlab.models.layers import make_act, make_norm
 
 # Tan & Le 2019, Table 1 (B0): expansion, kernel, first stride, output channels, repeats

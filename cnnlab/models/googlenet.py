@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UsageError
-from cnnlab.models import register_model
+from cnnlab.models.registry import register_model
 from cnnlab.models.layers import make_act, make_norm, scaled
 
 # Szegedy et al. 2015, Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj

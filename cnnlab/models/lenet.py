@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from cnnlab.models import register_model
+from cnnlab.models.registry import register_model
 from cnnlab.models.layers import make_act, make_norm, scaled
 
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UsageError
-from cnnlab.models import register_model
+from cnnlab.models.registry import register_model
 from cnnlab.models.layers import make_act, make_norm
 
 # Sandler et al. 2018, Table 2: expansion t, output channels c, repeats n, first stride s

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cnnlab.errors import UsageError
-from cnnlab.models import register_model
+from cnnlab.models.registry import register_model
 from cnnlab.models.layers import make_act, make_norm, scaled
 
 STEMS = ("imagenet", "cifar")

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import UsageError
-from cnnlab.models import register_model
+from cnnlab.models.registry import register_model
 from cnnlab.models.layers import make_act, make_norm, scaled
 
 # Simonyan & Zisserman 2015, Table 1; "M" is a 2x2/2 max-pool

@@ -23,7 +23,7 @@ run folder alone rebuilds the network. Frozen normalisation layers stay in eval 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 from cnnlab.errors import UsageError
 
@@ -52,9 +52,10 @@ def uses_source(cfg: Any) -> bool:
     return bool(cfg.transfer.source)
 
 
-def resolve(cfg: Any) -> None:
+def resolve(cfg: Any, train_fn: Optional[Callable[..., dict]] = None) -> None:
     """Resolve cfg.transfer.source into cfg.transfer.resolved and set cfg.model to the source's
-    architecture (before the run folder and its config.yaml are written)."""
+    architecture (before the run folder and its config.yaml are written). train_fn trains a
+    `pretrain` source (the recipe passes its own `train`)."""
     from omegaconf import OmegaConf
 
     from cnnlab.config import ModelConfig
@@ -63,7 +64,7 @@ def resolve(cfg: Any) -> None:
     check(cfg)
     if not uses_source(cfg) or cfg.transfer.resolved:
         return
-    info = sources.resolve(cfg)
+    info = sources.resolve(cfg, train_fn)
     cfg.model = OmegaConf.structured(ModelConfig(**info["model"]))
     cfg.transfer.resolved = info
 

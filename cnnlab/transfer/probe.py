@@ -25,17 +25,13 @@ pooled, then the probe's Linear.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from cnnlab.errors import UsageError
 
 HEAD = "head"
 
@@ -140,7 +136,9 @@ def cache_key(cfg: Any, names: list[str]) -> str:
            "resize": cfg.transfer.resize or min(info["input_size"]),
            "dtype": cfg.precision.dtype if "dtype" in cfg.precision else "float32"}
     key["data"].pop("workers", None)
-    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from cnnlab.config.hashing import digest
+
+    return digest(key, length=16)
 
 
 def cached_features(cfg, model, parts, names: list[str]) -> tuple[dict, bool]:
@@ -173,7 +171,7 @@ def cached_features(cfg, model, parts, names: list[str]) -> tuple[dict, bool]:
     return out, False
 
 
-def _fit_one(xtr, ytr, c: float, seed: int):
+def fit_one(xtr, ytr, c: float, seed: int):
     """Logistic regression on standardised features; returns (classes seen, W, b) folded back
     to raw features (logits = x @ W.T + b)."""
     from sklearn.linear_model import LogisticRegression
@@ -191,7 +189,7 @@ def _fit_one(xtr, ytr, c: float, seed: int):
     return classes, w, b - w @ mean
 
 
-def _score(w, b, classes, x, y, num_classes: int):
+def score(w, b, classes, x, y, num_classes: int):
     logits = torch.full((x.shape[0], num_classes), -1e9)
     logits[:, classes] = x @ w.T + b
     if len(y) == 0:
@@ -199,79 +197,3 @@ def _score(w, b, classes, x, y, num_classes: int):
     acc = float((logits.argmax(1) == y).float().mean())
     nll = float(torch.nn.functional.cross_entropy(logits, y))
     return acc, nll
-
-
-def fit(cfg, parts, model, run=None):
-    """Fit the probe strategy; returns (engine.FitResult, the model to save and test)."""
-    from cnnlab.engine import FitResult
-    from cnnlab.transfer.layers import units
-
-    if list(cfg.aug.ops):
-        raise UsageError(f"transfer={cfg.transfer.name} trains on cached features of un-augmented "
-                         "images; use aug=none")
-    start = time.perf_counter()
-    started_at = time.time()
-    net = model.net
-    parts_list = units(net)
-    names = candidates(parts_list, cfg.transfer.name, int(cfg.transfer.probe_layers))
-    feats, cached = cached_features(cfg, model, parts, names)
-    extract_seconds = time.perf_counter() - start
-    labels = feats["labels"]
-    k = parts.bundle.num_classes
-    rows, best = [], None
-    for name in names:
-        xtr, xva = feats["train"][name], feats["val"][name]
-        for c in cfg.transfer.probe_c:
-            classes, w, b = _fit_one(xtr, labels["train"], float(c), int(cfg.seed))
-            tr_acc, tr_loss = _score(w, b, classes, xtr, labels["train"], k)
-            va_acc, va_loss = _score(w, b, classes, xva, labels["val"], k)
-            row = {"layer": name, "dim": xtr.shape[1], "C": float(c), "train_acc": tr_acc,
-                   "train_loss": tr_loss, "val_acc": va_acc, "val_loss": va_loss}
-            rows.append(row)
-            key = (va_acc if not math.isnan(va_acc) else tr_acc)
-            if best is None or key > best[0]:
-                best = (key, row, classes, w, b)
-    _, row, classes, w, b = best
-    weight = torch.zeros(k, w.shape[1])
-    bias = torch.full((k,), -1e4)  # a class absent from the training split is never predicted
-    weight[classes], bias[classes] = w, b
-    if row["layer"] == HEAD:
-        head = parts_list[-1][1]
-        with torch.no_grad():
-            head.weight.copy_(weight)
-            head.bias.copy_(bias)
-        final = model
-    else:
-        final = ProbeNet(model, row["layer"], k, dict(parts_list)[row["layer"]], dim=w.shape[1])
-        with torch.no_grad():
-            final.probe.weight.copy_(weight)
-            final.probe.bias.copy_(bias)
-        from omegaconf import OmegaConf
-
-        resolved = OmegaConf.to_container(cfg.transfer.resolved, resolve=True)
-        cfg.transfer.resolved = {**resolved, "probe_layer": row["layer"], "probe_dim": int(w.shape[1])}
-    final = final.to(parts.device)
-    seconds = time.perf_counter() - start
-    n = len(labels["train"])
-    hist = {"epoch": 1, "lr": float("nan"), "train_loss": row["train_loss"], "train_acc": row["train_acc"],
-            "val_loss": row["val_loss"], "val_acc": row["val_acc"], "val_top5": float("nan"),
-            "epoch_seconds": seconds, "images_per_sec": n / max(seconds, 1e-9)}
-    if run is not None:
-        import pandas as pd
-
-        from cnnlab import checkpoint
-        from cnnlab.run import write_text_atomic
-
-        write_text_atomic(run.root / "probes.csv", pd.DataFrame(rows).to_csv(index=False))
-        run.log(f"probe: features {'from the cache' if cached else 'computed'} in {extract_seconds:.1f}s; "
-                f"best layer {row['layer']} C={row['C']} val acc {row['val_acc']:.4f}")
-        run.log_metrics(hist)
-        run.write_config(cfg)  # the chosen layer, so `cnnlab eval` rebuilds the same network
-        state = final.state_dict()
-        checkpoint.save({"model": state, "epoch": 1, "val_acc": row["val_acc"]}, run.checkpoints / "best.pt")
-    result = FitResult(history=[hist], best_epoch=1, best_metric=row["val_acc"],
-                       best_state={k_: v.detach().clone() for k_, v in final.state_dict().items()},
-                       train_seconds=seconds, images_seen=n, first_batch_at=started_at)
-    result.probe = {"layer": row["layer"], "C": row["C"], "features_cached": cached,
-                    "feature_seconds": round(extract_seconds, 3)}
-    return result, final

@@ -29,10 +29,9 @@ Sources
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 from cnnlab.errors import CnnlabError, DataError, UsageError
 
@@ -49,8 +48,11 @@ def kind_of(source: str) -> str:
     return "run"
 
 
-def resolve(cfg: Any) -> dict:
-    """The source of cfg.transfer as a plain dict (see the module docstring)."""
+def resolve(cfg: Any, train_fn: Optional[Callable[..., dict]] = None) -> dict:
+    """The source of cfg.transfer as a plain dict (see the module docstring).
+
+    train_fn: trains a config into a run folder (`train(cfg, run_dir=...)`, the recipe's); only
+    a `pretrain` source needs it. It is passed in so that transfer never imports the recipe."""
     source = str(cfg.transfer.source)
     kind = kind_of(source)
     if kind == "imagenet_lite0":
@@ -58,7 +60,9 @@ def resolve(cfg: Any) -> dict:
     if kind == "torchvision":
         return _torchvision(source.split(":", 1)[1])
     if kind == "pretrain":
-        return _run(pretrain_run(cfg), ref="pretrain")
+        if train_fn is None:
+            raise UsageError("transfer.source=pretrain needs a train function to train the source")
+        return _run(pretrain_run(cfg, train_fn), ref="pretrain")
     return _run(Path(source), ref=source)
 
 
@@ -190,16 +194,12 @@ def pretrain_config(cfg: Any):
 def pretrain_key(pcfg: Any) -> str:
     """A digest of everything that shapes the pretrained weights (not where they are written,
     not how progress is shown, not the device)."""
-    from omegaconf import OmegaConf
+    from cnnlab.config.hashing import config_hash
 
-    d = OmegaConf.to_container(pcfg, resolve=True)
-    d.pop("outputs", None)
-    d["trainer"].pop("progress", None)
-    d["trainer"].pop("device", None)
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config_hash(pcfg, ignore=(("outputs",), ("trainer", "progress"), ("trainer", "device")))
 
 
-def pretrain_run(cfg: Any) -> Path:
+def pretrain_run(cfg: Any, train_fn: Callable[..., dict]) -> Path:
     """The cached pretraining run folder, trained now if it is not there yet."""
     import shutil
 
@@ -215,9 +215,7 @@ def pretrain_run(cfg: Any) -> Path:
             return folder
         if folder.exists():
             shutil.rmtree(folder)  # an interrupted pretraining run: start it again
-        from cnnlab.train import train
-
-        result = train(pcfg, run_dir=folder)
+        result = train_fn(pcfg, run_dir=folder)
         if result.get("status") != "done":
             raise CnnlabError(f"the pretraining run in {folder} ended {result.get('status')}")
     return folder

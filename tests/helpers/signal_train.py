@@ -11,8 +11,8 @@ import os
 import signal
 import sys
 
-import cnnlab.progress as progress_module
-from cnnlab.cli import main
+import cnnlab.training.progress as progress_module
+from cnnlab.cli.main import main
 
 sig, when, overrides = getattr(signal, sys.argv[1]), sys.argv[2], sys.argv[3:]
 epoch_at, batch_at = when.split(":")

@@ -1,0 +1,48 @@
+"""`cnnlab resume RUN_DIR` and `cnnlab export RUN`: continue a run, share its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cnnlab.cli.app import app, guarded
+from cnnlab.cli.train import _print_summary
+
+
+@app.command()
+@guarded
+def resume(run_dir: Path = typer.Argument(..., help="The run folder (outputs/runs/<id>) to continue.")):
+    """Continue an interrupted run from its checkpoints/last.pt, in the same folder."""
+    from omegaconf import OmegaConf
+    from rich.console import Console
+
+    from cnnlab.config import Config, validate
+    from cnnlab.errors import UsageError
+    from cnnlab.training.recipe import train as run_train
+
+    if not (run_dir / "config.yaml").is_file():
+        raise UsageError(f"{run_dir} is not a run folder (no config.yaml)")
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise UsageError(f"{run_dir} has no checkpoints/last.pt to resume from")
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml"))
+    cfg.resume = str(run_dir)
+    validate(cfg)
+    console = Console()
+    summary = run_train(cfg, console=console)
+    _print_summary(console, summary)
+    if summary["status"] == "diverged":
+        raise typer.Exit(3)
+
+
+@app.command()
+@guarded
+def export(run: Path = typer.Argument(..., help="A run folder or one of its checkpoints."),
+           format: str = typer.Option("safetensors", "--format", "-f", help="safetensors"),
+           which: str = typer.Option("best", "--which", help="best (else last) or last weights."),
+           out: Path = typer.Option(None, "--out", "-o", help="Output file (default: <run>/checkpoints/model.safetensors).")):
+    """Write a run's weights as safetensors: tensors only, safe to share and to load."""
+    from cnnlab.export import export as do_export
+
+    path = do_export(run, format, which, out)
+    typer.echo(f"wrote {path}")

@@ -1,0 +1,97 @@
+"""`cnnlab sweep` and `cnnlab bench-sweep`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from cnnlab.cli.app import _groups_help, app, guarded
+from cnnlab.tables import rich_table
+
+@app.command(epilog=_groups_help())
+@guarded
+def sweep(
+    targets: Optional[List[str]] = typer.Argument(None, help="An experiment file or name, then overrides; comma-separated values sweep (model=lenet5,resnet8 seed=0,1,2). Add hydra/launcher=joblib etc.", show_default=False),
+    resume: bool = typer.Option(False, "--resume", help="Run only the jobs that are not done, in the latest sweep of this experiment (or the sweep folder given)."),
+    scale: str = typer.Option("quick", "--scale", help="Experiment scale: quick (CPU, offline data) or full (GPU, real datasets)."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+):
+    """Run a grid of training jobs through Hydra's multirun; tables, plots and a verdict at the end."""
+    from rich.console import Console
+
+    from cnnlab.lab import experiment as exp
+    from cnnlab.lab import sweep as sw
+
+    targets = list(targets or [])
+    from cnnlab.run import outputs_dir
+
+    outputs = outputs_dir()
+    spec, resume_dir = None, None
+    if targets and "=" not in targets[0]:
+        first = Path(targets[0])
+        if resume and (first / "sweep.yaml").is_file():
+            resume_dir = first
+        else:
+            spec = exp.load(first)
+            spec.path = str(first)
+        targets = targets[1:]
+    for o in targets:
+        if o.startswith("outputs="):
+            outputs = Path(o.split("=", 1)[1])
+    p = sw.plan(targets, outputs, experiment=spec, scale=scale, resume=resume, resume_dir=resume_dir)
+    if spec is None and p.experiment and Path(p.experiment).suffix == ".yaml":
+        spec = exp.load(p.experiment)
+    console = Console()
+    n = f"{len(p.jobs)} jobs" if p.jobs else "jobs chosen by the sweeper"
+    console.print(f"sweep {p.name}: {n} -> {p.sweep_dir}")
+    interrupted = False
+    try:
+        sw.launch(p)
+    except KeyboardInterrupt:
+        interrupted = True
+    _sweep_report(console, p, spec, plots=not no_plots)
+    if interrupted:
+        what = p.experiment or str(p.sweep_dir)
+        console.print(f"interrupted; finished jobs are kept. Continue with: cnnlab sweep {what} --resume")
+        raise typer.Exit(130)
+    failed = sw.job_table(p.sweep_dir)
+    if not failed.empty and (failed.status == "failed").any():
+        raise typer.Exit(1)
+
+
+def _sweep_report(console, p, spec, plots: bool) -> None:
+    from cnnlab.lab import report
+
+    r = report.build(p.sweep_dir, spec, p.metric, plots=plots)
+    if r.jobs.empty:
+        console.print("no job finished")
+        return
+    status = r.jobs[[*r.axes, "status", *([p.metric] if p.metric in r.jobs else []), "error"]]
+    console.print(rich_table(status.astype(object).where(status.notna(), "")))
+    console.print(f"[bold]{p.metric}[/bold] (mean ± 95% CI half-width over seeds)")
+    console.print(rich_table(report.table_view(r.summary, spec, r.axes)))
+    if r.verdict and spec.verdict.kind == "best" and r.verdict.get("evidence"):
+        console.print(f"[bold]{p.metric} of each {spec.verdict.by} per cell; the recommended one[/bold]")
+        console.print(rich_table(report.best_table(r.verdict["evidence"])))
+    if spec is not None and spec.views and "view_ms_per_image" in r.jobs.columns:
+        console.print("[bold]cost of each test-time view mode[/bold]")
+        console.print(rich_table(report.view_costs(r.jobs)))
+    if r.verdict:
+        console.print(f"[bold]claim {r.verdict['claim']}: {r.verdict['verdict']}[/bold] - {r.verdict['text']}")
+    console.print(f"report: {p.sweep_dir / 'report.md'}")
+
+
+@app.command("bench-sweep")
+@guarded
+def bench_sweep(jobs: int = typer.Option(8, "--jobs", help="Jobs in the grid."),
+                epochs: int = typer.Option(5, "--epochs", help="Epochs per job (longer jobs amortise worker start-up)."),
+                n_jobs: int = typer.Option(2, "--n-jobs", help="joblib processes.")):
+    """Sweep overhead per job and joblib's parallel speed-up, measured side by side."""
+    import logging
+
+    from cnnlab.lab.bench_sweep import run
+
+    logging.getLogger("hydra").setLevel(logging.WARNING)
+    run(jobs=jobs, epochs=epochs, n_jobs=n_jobs, echo=typer.echo)

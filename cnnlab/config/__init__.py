@@ -1,0 +1,13 @@
+"""cnnlab's configuration: the schema (one dataclass per config group), compose (Hydra over
+conf/, with `aug=[a,b]` lists) and checks (every range and combination, run at compose time).
+
+    from cnnlab.config import compose
+    cfg = compose(["model=lenet5", "trainer.epochs=5"])
+"""
+
+from cnnlab.config.checks import first_line, validate  # noqa: F401
+from cnnlab.config.compose import (  # noqa: F401
+    check_group_overrides, compose, expand_aug_lists, explain_compose_error, valid_keys_hint)
+from cnnlab.config.schema import (  # noqa: F401
+    GROUPS, AugConfig, Config, DataConfig, EvalConfig, ModelConfig, OptimConfig, PrecisionConfig,
+    SchedConfig, TrainerConfig, TransferConfig, conf_dir, group_choices, register_schemas)

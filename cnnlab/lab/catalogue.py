@@ -1,0 +1,265 @@
+"""The lecture-claims report: every claim, the latest finished sweep of each experiment that
+tests it, its table, plots and verdict, in one report.md with figures and a report.html.
+
+    cnnlab experiments                  the catalogue: claim -> experiments, quick time, verdict
+    cnnlab experiments run-all          every experiment at a scale, then this report
+    cnnlab report outputs/sweeps/       this report from the sweeps already there
+
+A claim no experiment tests, or whose experiments have no finished sweep, is listed as such.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from cnnlab.lab.claims import CLAIMS, catalogue, claim_ids, sort_key
+from cnnlab.machine import cpu_name, machine_info  # noqa: F401
+
+
+@dataclass
+class Entry:
+    """One finished sweep of one experiment, read back from its folder."""
+
+    name: str
+    sweep_dir: Path
+    spec: Any
+    scale: str
+    created: str
+    seconds: float  # first job start to last job end
+    jobs: int
+    verdict: Optional[dict]
+    table: Any  # DataFrame: the experiment's table layout
+    plots: list = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
+    seeds: list = field(default_factory=list)  # the seeds the sweep ran (its file may have changed since)
+    failed: int = 0  # jobs that did not finish (failed, interrupted); a diverged run is a result
+    first_error: str = ""
+
+    @property
+    def outcome(self) -> str:
+        """The verdict, with how many jobs are missing from it when some did not finish."""
+        v = (self.verdict or {}).get("verdict", "-")
+        return f"{v} ({self.failed} of {self.jobs} jobs did not finish)" if self.failed else v
+
+
+def latest_sweeps(root: Path) -> dict[str, Path]:
+    """Experiment name -> its newest sweep folder under `root` that has a verdict."""
+    out: dict[str, Path] = {}
+    for d in sorted(Path(root).glob("*/sweep.yaml")):
+        folder = d.parent
+        if not (folder / "verdict.json").is_file():
+            continue
+        name = _saved(folder).get("name", folder.name)
+        out[name] = folder  # sorted by name-time: the last one wins
+    return out
+
+
+def _saved(folder: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((folder / "sweep.yaml").read_text()) or {}
+
+
+def read_entry(folder: Path) -> Optional[Entry]:
+    """An Entry for a finished experiment sweep, or None for an ad-hoc sweep or a missing file."""
+    import pandas as pd
+
+    from cnnlab.lab import experiment as exp
+    from cnnlab.lab import report
+
+    saved = _saved(folder)
+    try:
+        spec = exp.load(saved.get("experiment") or saved["name"])
+    except Exception:
+        return None
+    jobs = pd.read_csv(folder / "results.csv") if (folder / "results.csv").is_file() else pd.DataFrame()
+    summary = pd.read_csv(folder / "summary.csv") if (folder / "summary.csv").is_file() else pd.DataFrame()
+    axes = report.swept_axes(jobs, spec) if not jobs.empty else []
+    for col in axes:  # CSV read-back turns false into False and 0.1 into 0.1000: match the table
+        if col in summary.columns:
+            summary[col] = summary[col].map(exp.fmt_value)
+    starts, ends = [], []
+    for info in (folder / "jobs").glob("*/job.json"):
+        j = json.loads(info.read_text())
+        starts += [j["started"]] if j.get("started") else []
+        ends += [j["ended"]] if j.get("ended") else []
+    return Entry(name=spec.name, sweep_dir=folder, spec=spec, scale=saved.get("scale", "quick"),
+                 created=str(saved.get("created", "")),
+                 seconds=(max(ends) - min(starts)) if starts and ends else float("nan"),
+                 jobs=len(list((folder / "jobs").glob("*/job.json"))),
+                 verdict=json.loads((folder / "verdict.json").read_text()),
+                 table=report.table_view(summary, spec, axes),
+                 plots=sorted(p.name for p in (folder / "plots").glob("*.png")) if (folder / "plots").is_dir() else [],
+                 machine=saved.get("machine") or {},
+                 failed=int((~jobs["status"].isin(["done", "diverged"])).sum()) if "status" in jobs else 0,
+                 first_error=str(next((e for e in jobs.get("error", pd.Series(dtype=str)).dropna()), "")),
+                 seeds=sorted(int(x) for x in jobs["seed"].dropna().unique()) if "seed" in jobs else list(spec.seeds))
+
+
+def rows(root: Optional[Path]) -> list[dict]:
+    """The catalogue as rows: one per claim and experiment (a claim with none gets one row)."""
+    from cnnlab.lab import experiment as exp
+
+    specs = [exp.load(p) for p in exp.list_experiments()]
+    latest = latest_sweeps(root) if root is not None and Path(root).is_dir() else {}
+    out = []
+    for claim, names in catalogue(specs).items():
+        for name in names or [None]:
+            entry = read_entry(latest[name]) if name in latest else None
+            out.append({"claim": claim, "statement": CLAIMS.get(claim, ""),
+                        "experiment": name or "(none)",
+                        "time": _duration(entry.seconds) if entry else "-",
+                        "scale": entry.scale if entry else "-",
+                        "verdict": entry.outcome if entry and entry.verdict else
+                        ("not run" if name else "no experiment")})
+    for spec in specs:
+        if not claim_ids(spec.claim):
+            entry = read_entry(latest[spec.name]) if spec.name in latest else None
+            out.append({"claim": "-", "statement": spec.statement, "experiment": spec.name,
+                        "time": _duration(entry.seconds) if entry else "-",
+                        "scale": entry.scale if entry else "-",
+                        "verdict": entry.outcome if entry else "not run"})
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # nan
+        return "-"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
+def build(root: Path, out_dir: Path, skipped: Optional[dict[str, str]] = None) -> Path:
+    """Write report.md, report.html and figures/ for the latest sweep of every experiment under
+    `root` (a sweeps folder), claim by claim; `skipped` (experiment -> why) notes those that did
+    not run. Returns the report.md path."""
+    from cnnlab.run import write_text_atomic
+
+    latest = latest_sweeps(root)
+    entries = [e for e in (read_entry(f) for f in latest.values()) if e is not None]
+    entries.sort(key=lambda e: (sort_key(e.spec.claim), e.name))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = out_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    for e in entries:
+        for png in e.plots:
+            shutil.copyfile(e.sweep_dir / "plots" / png, figures / f"{e.name}-{png}")
+    blocks = _blocks(entries, root, skipped or {})
+    write_text_atomic(out_dir / "report.md", _markdown(blocks))
+    write_text_atomic(out_dir / "report.html", _html(blocks))
+    return out_dir / "report.md"
+
+
+def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[tuple[str, Any]]:
+    """The report as (kind, content) blocks: h1/h2/p/table/img/list, rendered to md and html."""
+    import pandas as pd
+
+    by_claim: dict[str, list[Entry]] = {}
+    for e in entries:
+        for c in claim_ids(e.spec.claim) or ["-"]:
+            by_claim.setdefault(c, []).append(e)
+    keys = ("host_cpu", "cores", "gpu", "torch", "cnnlab", "python", "platform")
+    machines = dict.fromkeys(json.dumps({k: e.machine.get(k) for k in keys}) for e in entries if e.machine)
+    blocks: list[tuple[str, Any]] = [
+        ("h1", "cnnlab: the lecture claims, tested"),
+        ("p", f"Built {time.strftime('%Y-%m-%d %H:%M')} from the latest finished sweep of each "
+              f"experiment under {root}. Each verdict compares 95% confidence intervals over "
+              "seeds (see the experiment file for the rule); *inconclusive* means the intervals "
+              "overlap, *not supported* means the data at this scale contradicts the claim."),
+    ]
+    for m in machines:
+        info = json.loads(m)
+        blocks.append(("p", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items())))
+    summary = pd.DataFrame(rows(root))
+    named = summary.experiment != "(none)"  # one row per experiment; each claim without one counts
+    counts = (pd.concat([summary[named].drop_duplicates("experiment"), summary[~named]])["verdict"]
+              .str.replace(r" \(\d+ of \d+ jobs did not finish\)$", "", regex=True).value_counts())
+    order = ["supported", "inconclusive", "not supported", "not run", "no experiment"]
+    counts = counts.reindex([v for v in order if v in counts] + [v for v in counts.index if v not in order])
+    blocks += [("h2", "Summary"),
+               ("p", "Experiments: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."),
+               ("table", summary)]
+    from cnnlab.lab import experiment as exp
+
+    not_run: dict[str, list[str]] = {}
+    for name, why in skipped.items():
+        for c in claim_ids(exp.load(name).claim) or ["-"]:
+            not_run.setdefault(c, []).append(f"{name} was not run: {why}")
+    shown: dict[str, str] = {}  # experiment -> the claim it was written out under
+    for claim in [*CLAIMS, "-"]:
+        found = by_claim.get(claim, [])
+        if claim == "-" and not found and not not_run.get("-"):
+            continue
+        title = f"{claim}: {CLAIMS[claim]}" if claim in CLAIMS else "cnnlab's own defaults"
+        blocks.append(("h2", title))
+        if not found:
+            blocks.append(("p", "No finished sweep of an experiment for this claim."))
+        blocks += [("p", text) for text in not_run.get(claim, [])]
+        for e in found:
+            v = e.verdict or {}
+            blocks.append(("h3", f"{e.name} ({e.scale} scale): {e.outcome}"))
+            if e.name in shown:  # an experiment of several claims is written out under the first
+                blocks.append(("p", f"Its table, plots and numbers are under {shown[e.name]} above."))
+                continue
+            shown[e.name] = claim
+            if e.failed:
+                blocks.append(("p", f"{e.failed} of {e.jobs} jobs did not finish; the verdict uses the "
+                                    f"others. First error: {e.first_error}"))
+            blocks.append(("p", f"Statement tested: {e.spec.statement}"))
+            load = e.machine.get("load_average")
+            blocks.append(("p", f"Seeds {e.seeds}, {e.jobs} jobs, "
+                                f"{_duration(e.seconds)}, run {e.created}"
+                                f"{f' (load average {load[0]} at the start)' if load else ''}; "
+                                f"sweep folder {e.sweep_dir.name}."))
+            blocks.append(("p", f"Decided by: {v.get('text', '-')}"))
+            blocks.append(("p", f"{e.spec.metric} (mean ± 95% CI half-width over seeds):"))
+            blocks.append(("table", e.table))
+            for png in e.plots:
+                blocks.append(("img", f"figures/{e.name}-{png}"))
+    return blocks
+
+
+def _markdown(blocks) -> str:
+    from cnnlab.tables import markdown_table
+
+    out = []
+    for kind, content in blocks:
+        if kind == "h1":
+            out += [f"# {content}", ""]
+        elif kind == "h2":
+            out += [f"## {content}", ""]
+        elif kind == "h3":
+            out += [f"### {content}", ""]
+        elif kind == "p":
+            out += [str(content), ""]
+        elif kind == "table":
+            out += [markdown_table(content), ""]
+        elif kind == "img":
+            out += [f"![{Path(content).stem}]({content})", ""]
+    return "\n".join(out)
+
+
+def _html(blocks) -> str:
+    body = []
+    for kind, content in blocks:
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{html.escape(str(content))}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{html.escape(str(content))}</p>")
+        elif kind == "table":
+            body.append(content.to_html(index=False, border=0, classes="t", na_rep="-"))
+        elif kind == "img":
+            body.append(f'<p><img src="{html.escape(content)}" alt="{html.escape(Path(content).stem)}"></p>')
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
+             "line-height:1.45}table.t{border-collapse:collapse;font-size:90%;margin:.5em 0}"
+             "table.t td,table.t th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "table.t th{background:#f3f3f3}img{max-width:640px}")
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>cnnlab claims report</title><style>{style}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")

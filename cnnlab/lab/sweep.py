@@ -1,0 +1,351 @@
+"""`cnnlab sweep`: a grid of training jobs through Hydra's own multirun.
+
+Hydra expands the overrides and hands each job to its launcher (basic, joblib, submitit) or
+sweeper (grid, Optuna), so those plugins work unchanged by override. Each job runs
+`sweep_job`, which never raises: a failing job writes its status and error and the others go on.
+
+    outputs/sweeps/<name>-<time>/
+      sweep.yaml            what was asked (experiment, scale, overrides): --resume reads it
+      jobs/<hash>/          one per job, named by a stable hash of its overrides
+        status              pending | running | done | failed | diverged | interrupted
+        job.json            overrides, status, error, timings, metric
+        run/                a normal run folder (config.yaml, metrics.csv, summary.json, ...)
+      results.csv summary.csv verdict.json report.md plots/   written by cnnlab.lab.report
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from cnnlab.errors import CnnlabError, UsageError
+from cnnlab.lab.jobs import FINISHED, STATUSES, check_seed, job_id, read_status, write_job  # noqa: F401
+
+# hydra/launcher or hydra/sweeper choice -> (plugin module, cnnlab extra that installs it)
+PLUGINS = {
+    ("launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "joblib"),
+    ("launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    ("sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
+}
+
+
+def sweep_job(cfg) -> float:
+    """Hydra's task function for one job. Returns the metric (for sweepers such as Optuna)."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+
+    started = time.time()
+    hc = HydraConfig.get()
+    job_dir = Path(hc.runtime.output_dir)
+    overrides = list(hc.overrides.task)
+    metric = hc.job.env_set.get("CNNLAB_METRIC", None) or "test_acc"
+    label = " ".join(o for o in overrides if not o.startswith("trainer.progress"))
+    if read_status(job_dir) in FINISHED:
+        done = json.loads((job_dir / "job.json").read_text())
+        print(f"[skip] {label}: already {done['status']}", flush=True)
+        return float(done.get("metric", math.nan))
+    write_job(job_dir, overrides=overrides, status="running", started=started, error=None)
+    try:
+        from cnnlab.config import validate
+        from cnnlab.training.recipe import train
+
+        validate(cfg)
+        run_dir = job_dir / "run"
+        if run_dir.exists():  # a failed or interrupted attempt: start this job afresh
+            shutil.rmtree(run_dir)
+        summary = train(cfg, run_dir=run_dir, job_started=started)
+        if metric not in summary:  # a derived column (gap, epochs_to_target) comes later
+            metric = "test_acc"
+        value = float(summary.get(metric, math.nan))
+        write_job(job_dir, status=summary["status"], ended=time.time(), metric=value,
+                  overhead_seconds=summary.get("overhead_seconds"))
+        print(f"[{summary['status']}] {label}: {metric} {value:.4f} "
+              f"({time.time() - started:.1f}s)", flush=True)
+        return value
+    except KeyboardInterrupt:
+        write_job(job_dir, status="interrupted", ended=time.time())
+        raise
+    except BaseException as exc:  # isolate the failure: the other jobs go on
+        text = str(exc).strip().splitlines()
+        error = f"{type(exc).__name__}: {text[-1] if text else ''}"
+        if isinstance(exc, MemoryError) or "out of memory" in error.lower():
+            error += " (lower trainer.batch_size)"
+        write_job(job_dir, status="failed", ended=time.time(), error=error)
+        print(f"[failed] {label}: {error}", flush=True)
+        return math.nan
+
+
+@dataclass
+class SweepPlan:
+    name: str
+    sweep_dir: Path
+    task_overrides: list[str]
+    hydra_overrides: list[str]
+    experiment: Optional[str] = None  # path of the experiment file
+    scale: str = "quick"
+    metric: str = "test_acc"
+    jobs: list = field(default_factory=list)  # expanded grid, when the sweeper is the basic one
+    measure: Optional[str] = None  # a measurement experiment (cnnlab.lab.measures) instead of training
+    measure_args: dict = field(default_factory=dict)
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(task overrides, hydra overrides): hydra/... and hydra.... go to Hydra itself."""
+    hydra = [o for o in overrides if o.lstrip("+~").startswith(("hydra/", "hydra."))]
+    return [o for o in overrides if o not in hydra], hydra
+
+
+def check_plugins(hydra_overrides: list[str]) -> bool:
+    """Name the extra to install when a launcher/sweeper plugin is missing. True: basic sweeper."""
+    import importlib.util
+
+    basic = True
+    for o in hydra_overrides:
+        key, _, value = o.lstrip("+").partition("=")
+        if key not in ("hydra/launcher", "hydra/sweeper"):
+            continue
+        kind = key.split("/")[1]
+        if kind == "sweeper" and value != "basic":
+            basic = False
+        plugin = PLUGINS.get((kind, value))
+        if plugin and importlib.util.find_spec(plugin[0]) is None:
+            raise UsageError(f"hydra/{kind}={value} needs the '{plugin[1]}' extra: "
+                             f"pip install -e '.[{plugin[1]}]'")
+    return basic
+
+
+def validate_jobs(task_overrides: list[str]) -> list[list[str]]:
+    """Compose every job of the grid now, so a bad cell fails before any job starts."""
+    from cnnlab.config import compose
+    from cnnlab.lab.experiment import expand_grid
+
+    from cnnlab.models import check_options
+
+    jobs = expand_grid(task_overrides)
+    checked = set()
+    for job in jobs:
+        # a cell composes alike under every seed: compose it once, check the other seeds' values
+        cell = tuple(o for o in job if not o.startswith("seed="))
+        try:
+            if cell in checked:
+                check_seed(job)
+                continue
+            checked.add(cell)
+            cfg = compose(job)
+            check_options(cfg.model.name, {k: v for k, v in cfg.model.items() if k != "name"})
+        except UsageError as exc:
+            raise UsageError(f"job [{' '.join(job)}]: {exc}") from exc
+    return jobs
+
+
+def missing_data(jobs: list[list[str]]) -> list[str]:
+    """Why the datasets these jobs read are not on this machine (one message each); [] if all are."""
+    from cnnlab.config import compose
+    from cnnlab.data import missing
+
+    first: dict[str, list[str]] = {}  # one job per data= choice (the default if none names one)
+    for job in jobs:
+        choice = next((o for o in job if o.startswith("data=")), "data=")
+        first.setdefault(choice, job)
+    out = []
+    for job in first.values():
+        why = missing(compose(job).data)
+        if why and why not in out:
+            out.append(why)
+    return out
+
+
+def sweeps_root(outputs: str | Path) -> Path:
+    return Path(outputs) / "sweeps"
+
+
+def latest_sweep(outputs: str | Path, name: str) -> Optional[Path]:
+    found = sorted(p for p in sweeps_root(outputs).glob(f"{name}-*") if (p / "sweep.yaml").is_file())
+    return found[-1] if found else None
+
+
+def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str = "quick",
+         resume: bool = False, resume_dir: Optional[Path] = None) -> SweepPlan:
+    """Work out what to run; every error surfaces here, before any job starts."""
+    from omegaconf import OmegaConf
+
+    from cnnlab.run import ensure_writable
+
+    task, hydra = split_overrides(overrides)
+    if resume:
+        sweep_dir = resume_dir or (latest_sweep(outputs, experiment.name if experiment else "adhoc"))
+        if sweep_dir is None or not (Path(sweep_dir) / "sweep.yaml").is_file():
+            raise UsageError(f"nothing to resume: no sweep folder"
+                             f"{' of ' + experiment.name if experiment else ''} under {sweeps_root(outputs)}")
+        if task:
+            raise UsageError("a resumed sweep keeps its own overrides; only hydra/... overrides may be added")
+        saved = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / "sweep.yaml"))
+        p = SweepPlan(name=saved["name"], sweep_dir=Path(sweep_dir), task_overrides=saved["task_overrides"],
+                      hydra_overrides=list(saved["hydra_overrides"]) + hydra,
+                      experiment=saved.get("experiment"), scale=saved.get("scale", "quick"),
+                      metric=saved.get("metric", "test_acc"), measure=saved.get("measure"),
+                      measure_args=dict(saved.get("measure_args") or {}))
+    else:
+        if experiment is not None:
+            from cnnlab.lab.experiment import sweep_overrides
+
+            task = sweep_overrides(experiment, scale) + task
+            name, metric = experiment.name, experiment.metric
+        else:
+            if not task:
+                raise UsageError("give an experiment file or overrides with comma-separated values "
+                                 "(e.g. model=lenet5,resnet8 seed=0,1,2)")
+            name, metric = "adhoc", "test_acc"
+        from cnnlab.config import expand_aug_lists
+
+        task = expand_aug_lists(task)
+        measure = getattr(experiment, "measure", None)
+        if not measure and not any(o.startswith("trainer.progress=") for o in task):
+            task = ["trainer.progress=none", *task]
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        root = ensure_writable(sweeps_root(outputs))
+        sweep_dir = root / f"{name}-{stamp}"
+        n = 1
+        while sweep_dir.exists():
+            n += 1
+            sweep_dir = root / f"{name}-{stamp}-{n}"
+        p = SweepPlan(name=name, sweep_dir=sweep_dir, task_overrides=task, hydra_overrides=hydra,
+                      experiment=str(getattr(experiment, "path", "")) or (experiment.name if experiment else None),
+                      scale=scale, metric=metric, measure=measure,
+                      measure_args=dict(getattr(experiment, "measure_args", None) or {}))
+    if p.measure:
+        from cnnlab.lab import measures
+        from cnnlab.lab.experiment import expand_grid
+
+        if p.hydra_overrides:
+            raise UsageError(f"measurement experiments run their jobs one at a time in this process; "
+                             f"{' '.join(p.hydra_overrides)} does not apply")
+        p.jobs = measures.validate(p.measure, expand_grid(p.task_overrides))
+    elif check_plugins(p.hydra_overrides):
+        p.jobs = validate_jobs(p.task_overrides)
+    return p
+
+
+def save_plan(p: SweepPlan) -> None:
+    from omegaconf import OmegaConf
+
+    from cnnlab.machine import machine_info
+
+    from cnnlab.run import write_text_atomic
+
+    p.sweep_dir.mkdir(parents=True, exist_ok=True)
+    data = {"name": p.name, "experiment": p.experiment, "scale": p.scale, "metric": p.metric,
+            "task_overrides": p.task_overrides, "hydra_overrides": p.hydra_overrides,
+            **({"measure": p.measure, "measure_args": p.measure_args} if p.measure else {}),
+            "machine": machine_info(),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if not (p.sweep_dir / "sweep.yaml").exists():
+        write_text_atomic(p.sweep_dir / "sweep.yaml", OmegaConf.to_yaml(OmegaConf.create(data)))
+
+
+def launch(p: SweepPlan) -> None:
+    """Run the plan through Hydra's multirun (its sweeper and launcher)."""
+    from hydra import version
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cnnlab.config import conf_dir, register_schemas
+
+    save_plan(p)
+    if p.measure:
+        from cnnlab.lab import measures
+
+        measures.launch(p.measure, p.measure_args, p.sweep_dir, p.jobs)
+        return
+    register_schemas()
+    version.setbase("1.3")
+    overrides = [
+        *p.task_overrides,
+        f"hydra.sweep.dir={p.sweep_dir / 'jobs'}",
+        "hydra.sweep.subdir='${cnnlab_job_id:${hydra.job.override_dirname}}'",
+        "hydra.job.chdir=false",
+        "hydra/job_logging=none",
+        f"+hydra.job.env_set.CNNLAB_METRIC={p.metric}",
+        *p.hydra_overrides,
+    ]
+    GlobalHydra.instance().clear()
+    try:
+        hydra = Hydra.create_main_hydra2(task_name="cnnlab",
+                                         config_search_path=create_config_search_path(str(conf_dir())))
+        hydra.multirun(config_name="config", task_function=sweep_job, overrides=overrides)
+    except (KeyboardInterrupt, CnnlabError):
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise UsageError(f"hydra could not run the sweep: {text[0] if text else type(exc).__name__}") from exc
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def epochs_to_target(metrics_csv: Path, metric: str, value: float) -> float:
+    """The first epoch whose `metric` reaches `value`; epochs run + 1 if none did (censored)."""
+    return to_target(metrics_csv, metric, value)[0]
+
+
+def to_target(metrics_csv: Path, metric: str, value: float) -> tuple[float, float]:
+    """(epochs, training seconds) until `metric` first reaches `value`: the first such epoch and
+    the epoch_seconds summed through it. If no epoch did, the run is censored: epochs run + 1,
+    and the seconds of all epochs plus one more at their mean."""
+    import pandas as pd
+
+    m = pd.read_csv(metrics_csv)
+    secs = m["epoch_seconds"].cumsum() if "epoch_seconds" in m else pd.Series([float("nan")] * len(m))
+    hit = m.index[m[metric] >= value] if metric in m else []
+    if len(hit):
+        return float(m.epoch[hit[0]]), float(secs[hit[0]])
+    total = float(secs.iloc[-1]) if len(m) else float("nan")
+    return float(len(m) + 1), total * (len(m) + 1) / max(len(m), 1)
+
+
+def job_table(sweep_dir: Path, target=None):
+    """One row per job folder: its overrides as columns, status, error and run summary.
+
+    Derived columns: `gap` = train_acc - test_acc (overfitting), and with a target spec
+    `epochs_to_target` and `seconds_to_target` (see to_target).
+    """
+    import pandas as pd
+
+    rows = []
+    for job_dir in sorted(p for p in (sweep_dir / "jobs").iterdir() if p.is_dir()):
+        info_path = job_dir / "job.json"
+        if not info_path.exists():
+            continue
+        info = json.loads(info_path.read_text())
+        row: dict[str, Any] = {"job": job_dir.name}
+        for o in info.get("overrides", []):
+            key, _, value = o.lstrip("+").partition("=")
+            if key != "trainer.progress":
+                row[key] = value
+        row["status"] = read_status(job_dir)
+        row["error"] = info.get("error")
+        if info.get("measure"):
+            from cnnlab.lab.measures import job_rows
+
+            rows.extend(job_rows(job_dir, row) if row["status"] in FINISHED else [row])
+            continue
+        summary_path = job_dir / "run" / "summary.json"
+        if summary_path.exists() and row["status"] in FINISHED:
+            summary = json.loads(summary_path.read_text())
+            for k in ("test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
+                      "best_epoch", "epochs_run", "params", "train_seconds", "images_per_sec",
+                      "overhead_seconds"):
+                row[k] = summary.get(k)
+            if row.get("train_acc") is not None and row.get("test_acc") is not None:
+                row["gap"] = row["train_acc"] - row["test_acc"]
+            if target is not None and (job_dir / "run" / "metrics.csv").exists():
+                row["epochs_to_target"], row["seconds_to_target"] = to_target(
+                    job_dir / "run" / "metrics.csv", target.metric, target.value)
+        rows.append(row)
+    return pd.DataFrame(rows)

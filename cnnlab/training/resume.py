@@ -1,0 +1,195 @@
+"""What a checkpoint must hold to continue a run bit for bit, and finding the run to continue.
+
+last.pt (written by the engine after every epoch, and mid-epoch on SIGINT/SIGTERM) holds the
+model, optimizer, scheduler and precision state (loss scaler, stochastic-rounding generator), the
+epochs done, the position in the interrupted epoch (batches done, the augmentation generator, the
+epoch's running sums), the global step, best-so-far, the metrics history and the RNG states of
+torch, numpy and Python. The epoch's sample order is a function of (seed, epoch), so the position
+is just a batch index. `resume=auto` picks the newest unfinished run of the same config (by
+`config_hash`) whose last.pt loads; `resume=<run folder>` and `cnnlab resume RUN` name one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from cnnlab import checkpoint
+from cnnlab.errors import CnnlabError, UsageError
+
+FORMAT = 2  # last.pt layout; 1 had no precision, position, history or global step
+# keys that do not change what a run computes, so a resumed run may differ in them
+IGNORED = (("resume",), ("outputs",), ("trainer", "progress"))
+
+
+@dataclass
+class Parts:
+    """What the engine trains, as the state helpers below need it."""
+    net: Any
+    optimizer: Any
+    scheduler: Any
+    precision: Any
+    loader: Any
+    run: Any = None
+    monitor: str = "val_acc"
+
+
+@dataclass
+class Found:
+    """The run a resumed training continues in, and its loaded last.pt."""
+    root: Path
+    state: dict
+
+    @property
+    def run(self):
+        from cnnlab.run import Run
+
+        return Run(self.root)
+
+
+def snapshot(parts: Parts, result, epochs_done: int, position: Optional[dict] = None,
+             copy: bool = True) -> dict:
+    """The full training state (see the module docstring). copy=False shares the live tensors
+    (for a save that happens at once); the default clones them (a rollback point kept in memory)."""
+    clone = copy
+    model = {k: v.detach().clone() if clone else v for k, v in parts.net.state_dict().items()}
+    opt = parts.optimizer.state_dict()
+    return {
+        "format": FORMAT, "model": model,
+        "optimizer": _deepcopy(opt) if clone else opt,
+        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        "precision": parts.precision.state_dict(),
+        "epoch": epochs_done, "position": position, "global_step": result.global_step,
+        "best_metric": result.best_metric, "best_epoch": result.best_epoch,
+        "since_best": result.since_best, "history": [dict(r) for r in result.history],
+        "train_seconds": result.train_seconds, "images_seen": result.images_seen,
+        "skipped_steps": result.skipped_steps, "nan_steps": result.nan_steps,
+        "rollbacks": result.rollbacks, "lr_factor": 0.5 ** result.rollbacks,
+        "rng": checkpoint.rng_state(),
+    }
+
+
+def _deepcopy(state: dict) -> dict:
+    import copy as _copy
+
+    return _copy.deepcopy(state)
+
+
+def restore(state: dict, parts: Parts, result) -> tuple[int, Optional[dict]]:
+    """Load `state` into the parts and `result`; returns (epochs done, position in the next)."""
+    if state.get("format", 1) < FORMAT or "precision" not in state:
+        raise CnnlabError("this last.pt predates exact resume (no loader position or precision "
+                          "state); start a new run")
+    parts.net.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    if parts.scheduler is not None and state.get("scheduler") is not None:
+        parts.scheduler.load_state_dict(state["scheduler"])
+    parts.precision.load_state_dict(state["precision"])
+    for key in ("global_step", "best_metric", "best_epoch", "since_best", "train_seconds",
+                "images_seen", "skipped_steps", "nan_steps", "rollbacks"):
+        setattr(result, key, state[key])
+    result.history = [dict(r) for r in state["history"]]
+    run = parts.run
+    if run is not None:
+        run.rewrite_metrics(result.history)  # rows written after the checkpoint are dropped
+        best = run.checkpoints / "best.pt"
+        if result.best_epoch and best.is_file():
+            result.best_state = checkpoint.load(best)["model"]
+    checkpoint.set_rng_state(state["rng"])  # last: nothing above may draw from the generators
+    return int(state["epoch"]), state.get("position")
+
+
+def rollback(good: dict, parts: Parts, result) -> tuple[int, Optional[dict]]:
+    """Back to the last good state with the learning rate halved once more (0.5^rollbacks of
+    the configured rate); the counters of bad steps and rollbacks keep counting."""
+    rollbacks, nan_steps = result.rollbacks, result.nan_steps
+    epoch, position = restore(good, parts, result)
+    result.rollbacks, result.nan_steps = rollbacks, nan_steps
+    scale_lr(parts.optimizer, parts.scheduler, 0.5 ** rollbacks / good["lr_factor"])
+    return epoch, position
+
+
+def scale_lr(optimizer, scheduler, factor: float) -> None:
+    """Multiply every learning rate an optimizer and its scheduler hold by `factor`."""
+    for group in optimizer.param_groups:
+        for key in ("lr", "initial_lr", "max_lr", "min_lr"):  # OneCycleLR keeps the last three
+            if isinstance(group.get(key), (int, float)):
+                group[key] = group[key] * factor
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+    if scheduler is not None and hasattr(scheduler, "_last_lr"):
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
+def is_oom(exc: BaseException) -> bool:
+    import torch
+
+    text = str(exc)
+    return (isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in text
+            or "can't allocate memory" in text)
+
+
+def out_of_memory(cfg, exc: BaseException) -> CnnlabError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    return CnnlabError(f"out of memory with trainer.batch_size={cfg.batch_size}: lower "
+                       f"trainer.batch_size (or data.image_size, the model's width) ({first})")
+
+
+# --- finding the run to continue -----------------------------------------------------------------
+
+def config_hash(cfg) -> str:
+    """A short hash of what a run computes: the resolved config without IGNORED keys."""
+    from cnnlab.config.hashing import config_hash as hash_of
+
+    # through the schema, so a config read back from config.yaml has the same types
+    return hash_of(cfg, ignore=IGNORED, length=16, schema=True)
+
+
+def _run_hash(root: Path) -> Optional[str]:
+    from omegaconf import OmegaConf
+
+    try:
+        return config_hash(OmegaConf.to_container(OmegaConf.load(root / "config.yaml")))
+    except Exception:  # noqa: BLE001 - an unreadable config is simply not a match
+        return None
+
+
+def _status(root: Path) -> Optional[str]:
+    try:
+        return json.loads((root / "summary.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def find(cfg, ctx=None) -> Optional[Found]:
+    """The run `cfg.resume` asks for: auto (None when there is none) or a run folder/last.pt."""
+    spec = str(cfg.resume)
+    if ctx is not None:
+        raise UsageError("resume works with one process (trainer.devices=1) for now")
+    want = config_hash(cfg)
+    if spec == "auto":
+        runs = Path(cfg.outputs) / "runs"
+        found = sorted(runs.glob("*/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime,
+                       reverse=True) if runs.is_dir() else []
+        for ckpt in found:
+            root = ckpt.parent.parent
+            if _status(root) in ("done", "diverged") or _run_hash(root) != want:
+                continue
+            try:
+                return Found(root, checkpoint.load(ckpt))
+            except CnnlabError:  # unreadable (e.g. from an old version): try the next one
+                continue
+        return None
+    path = Path(spec)
+    root = path if path.is_dir() else path.parent.parent
+    ckpt = path if path.is_file() else root / "checkpoints" / "last.pt"
+    if not ckpt.is_file():
+        raise UsageError(f"resume={spec}: no checkpoint there (expected {ckpt})")
+    if _run_hash(root) != want:
+        raise UsageError(f"resume={spec}: that run's config.yaml differs from this config; "
+                         f"continue it with `cnnlab resume {root}`")
+    if _status(root) in ("done", "diverged"):
+        raise UsageError(f"resume={spec}: that run has finished ({_status(root)})")
+    return Found(root, checkpoint.load(ckpt))
