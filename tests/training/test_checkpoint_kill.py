@@ -24,7 +24,7 @@ def test_sigkill_during_saves_leaves_a_loadable_checkpoint(tmp_path):
     mid_save = 0
     for point in range(3):
         proc = subprocess.Popen([sys.executable, str(HELPER), str(target)], stdout=subprocess.PIPE,
-                                text=True, cwd=Path(__file__).parent.parent)
+                                text=True, cwd=Path(__file__).parents[2])
         try:
             assert proc.stdout.readline().startswith("saved")  # one whole version exists
             time.sleep(rng.uniform(0.0, 0.4))  # then kill at a random point of later saves

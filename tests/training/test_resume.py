@@ -42,7 +42,7 @@ def _train_losses(run_dir) -> list:
 def _interrupt(outputs, sig: str, when: str):
     env = dict(os.environ, CNNLAB_OUTPUTS=str(outputs))
     proc = subprocess.run([sys.executable, str(HELPER), sig, when, *_overrides()], check=False, env=env,
-                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parent.parent)
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
     (run_dir,) = (outputs / "runs").iterdir()
     return proc, run_dir
 
