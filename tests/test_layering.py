@@ -18,8 +18,8 @@ LAYERS = [
     ("training",),
     ("evaluation",),
     ("transfer",),
+    ("config",),  # above models and data: its checks ask their registries (model options, ops)
     ("models", "data"),
-    ("config",),
     ("run", "results", "checkpoint", "export", "errors", "tables", "machine", "registry", "__init__"),
 ]
 MAX_UPWARD = 0
