@@ -5,12 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cnnlab.config import compose, group_choices
 from cnnlab.data import augment
-from cnnlab.config import compose
 from cnnlab.data import pca as pca_stats
 from cnnlab.errors import UsageError
 
-PRESETS = ["flip", "crop", "scale", "color", "pca", "cutout", "mixup", "cutmix", "alexnet", "resnet", "strong"]
+# every preset in conf/aug/ and every op in the registry: a new one is tested without editing here
+PRESETS = [p for p in group_choices("aug") if p != "none"]
+OPS = augment.list_ops()
 MIXING = {"mixup", "cutmix", "strong"}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 TRAIN = torch.randint(0, 256, (64, 3, 16, 16), generator=torch.Generator().manual_seed(9), dtype=torch.uint8)
@@ -98,6 +100,23 @@ def test_same_seed_same_output(preset):
         assert torch.equal(a[1], b[1])
         a, b, c = a[0], b[0], c[0]
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_the_registry_holds_the_documented_ops():
+    assert {"flip", "crop", "scale", "color", "pca", "cutout", "mixup", "cutmix"} <= set(OPS)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_registered_op_alone_is_seeded_and_keeps_the_batch(op):
+    aug = _aug([f"aug.ops=[{op}]", "aug.cutout_size=4"])
+    assert aug.mixes == (op in ("mixup", "cutmix"))
+    x = _batch()
+    a, b = _run(aug, x, 7), _run(aug, x, 7)
+    if aug.mixes:
+        assert torch.equal(a[1], b[1])
+        a, b = a[0], b[0]
+    assert torch.equal(a, b) and a.shape == x.shape and a.dtype == x.dtype
+    assert a.min() >= 0 and a.max() <= 1 and not torch.equal(a, x)
 
 
 def test_ops_compose_in_order_from_an_override():

@@ -4,7 +4,7 @@ import torch
 
 from cnnlab import data
 from cnnlab.data.base import channel_stats, stratified_pick
-from cnnlab.data.shapes import generate
+from cnnlab.data.shapes import VARIANTS, generate
 from cnnlab.errors import CnnlabError, DataError, UsageError
 from conftest import tiny
 
@@ -68,7 +68,7 @@ def test_channel_stats_against_numpy():
     np.testing.assert_allclose(std, ref.std(axis=(0, 2, 3)), rtol=1e-8)
 
 
-@pytest.mark.parametrize("variant", ["shapes", "shapes_style", "shapes_novel"])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_shapes_generation_is_seeded_balanced_and_any_size(variant):
     a_img, a_lab, names = generate(variant, 300, size=24, seed=3)
     b_img, b_lab, _ = generate(variant, 300, size=24, seed=3)
@@ -172,3 +172,16 @@ def test_imagefolder_without_root_or_images_fails_clearly(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CnnlabError):
         data.create(tiny("data=imagefolder", f"data.root={tmp_path / 'empty'}").data)
+
+
+@pytest.mark.parametrize("name", list(data.list_datasets()))
+def test_every_registered_dataset_has_a_preset_and_a_description(name):
+    from cnnlab.config import group_choices
+
+    assert name in group_choices("data"), f"conf/data/{name}.yaml is missing"
+    assert data.list_datasets()[name].strip()
+    assert compose_data(name).name == name
+
+
+def compose_data(name):
+    return tiny(f"data={name}").data
