@@ -27,3 +27,16 @@ def tiny(*overrides: str):
     if not any(o.startswith("data=") for o in overrides):
         base += ["data=shapes", "data.num_train=400", "data.num_test=100"]
     return compose(base + list(overrides))
+
+
+def write_image_folder(root, classes=3, per_class=6, size=20):
+    """An image folder of random RGB PNGs, one sub-folder per class (imagefolder's layout)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")

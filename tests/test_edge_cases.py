@@ -13,8 +13,7 @@ from cnnlab.config import compose
 from cnnlab.data.base import stratified_pick
 from cnnlab.errors import UsageError
 from cnnlab.training.recipe import build_parts, train
-from conftest import tiny
-from test_data import _write_folder
+from conftest import tiny, write_image_folder
 
 
 @pytest.mark.parametrize("name", ["sgd_plain", "adam", "adagrad", "adadelta"])
@@ -50,14 +49,14 @@ def test_shapes_test_split_does_not_depend_on_num_train():
 
 
 def test_top5_is_nan_with_five_classes_or_fewer(tmp_path):
-    _write_folder(tmp_path / "imgs", classes=3)
+    write_image_folder(tmp_path / "imgs", classes=3)
     s = train(tiny("data=imagefolder", f"data.root={tmp_path / 'imgs'}", "data.image_size=16",
                    "data.workers=0", "data.test_fraction=0.34", "model=lenet5"))
     assert math.isnan(s["test_top5"]) and not math.isnan(s["test_acc"])
 
 
 def test_model_init_does_not_depend_on_how_data_is_loaded(tmp_path):
-    _write_folder(tmp_path / "imgs")
+    write_image_folder(tmp_path / "imgs")
     weights = []
     for mode in ("true", "false"):
         parts = build_parts(tiny("data=imagefolder", f"data.root={tmp_path / 'imgs'}", "data.image_size=16",
@@ -67,7 +66,7 @@ def test_model_init_does_not_depend_on_how_data_is_loaded(tmp_path):
 
 
 def test_corrupt_image_in_a_worker_gives_one_line(tmp_path):
-    _write_folder(tmp_path / "imgs")
+    write_image_folder(tmp_path / "imgs")
     (tmp_path / "imgs" / "class0" / "bad.png").write_text("not an image")
     proc = subprocess.run(
         [sys.executable, "-m", "cnnlab", "train", "data=imagefolder", f"data.root={tmp_path / 'imgs'}",

@@ -152,22 +152,13 @@ def measure(suite: str = "vgg16", algos: list[str] | None = None, precisions=("f
     max_seconds 0.5 (a smoke run, ~30 s for a suite). max_seconds: a layer's timed calls per
     algorithm stop after this many seconds once 3 are in, or after one that alone took that
     long; the first warm-up call is the only one when it took max_seconds / 4 (the `repeats`
-    column says how many timed calls ran). Unsupported combinations are kept as rows with supported False, NaN figures and a
-    reason. df.attrs: machine (machine_info()), peak_gflops per precision, settings."""
+    column says how many timed calls ran). Unsupported combinations are kept as rows with
+    supported False, NaN figures and a reason. df.attrs: machine (machine_info()), peak_gflops
+    per precision, settings."""
     import pandas as pd
     import torch
 
-    if batch < 1 or repeats < 1 or warmup < 0:
-        raise UsageError("--batch and --repeats must be at least 1, warm-up 0 or more")
-    if isinstance(algos, str):  # also 'im2col,fft' as experiment files may write it
-        algos = [a.strip() for a in algos.split(",") if a.strip()]
-    if isinstance(precisions, str):
-        precisions = [p.strip() for p in precisions.split(",") if p.strip()]
-    names = list(algos) if algos else convalgos.available()
-    unknown = [a for a in names if a not in convalgos.ALGOS]
-    if unknown:
-        raise UsageError(f"unknown algorithm '{unknown[0]}'; algorithms: {', '.join(convalgos.ALGOS)}")
-    dtypes = {p: dtype_of(p) for p in precisions}
+    names, dtypes = _choices(algos, precisions, batch, repeats, warmup)
     plan = suites.layers(suite, shapes)
     if quick:
         plan = [(min(n or batch, 2), suites.shrink(layer)) for n, layer in plan]
@@ -178,52 +169,90 @@ def measure(suite: str = "vgg16", algos: list[str] | None = None, precisions=("f
     peaks = {p: matmul_peak(dt, 512 if quick or dt in (torch.float16, torch.bfloat16) else 1024,
                             device=dev) for p, dt in dtypes.items()}
     info = machine_info()
+    timing = dict(names=names, dev=dev, repeats=repeats, warmup=warmup, backward=backward,
+                  max_seconds=max_seconds)
     gen = torch.Generator().manual_seed(0)
     rows = []
     for n, layer in plan:
         n = n or batch
-        p, q = layer.out_hw()
         x32 = torch.randn(n, layer.C, layer.H, layer.W, generator=gen)
         w32 = torch.randn(layer.K, layer.C, layer.R, layer.S, generator=gen) / (layer.C * layer.R * layer.S) ** 0.5
         for prec, dt in dtypes.items():
             if progress:
                 progress(f"{layer.name} {prec}")
-            x, w = x32.to(dev, dt), w32.to(dev, dt)
-            ref = torch.nn.functional.conv2d(x[:1].double(), w.double(), stride=layer.stride,
-                                             padding=layer.pad)
-            lib_err = _rel(torch.nn.functional.conv2d(x[:1], w, stride=layer.stride,
-                                                      padding=layer.pad), ref)[0]
-            cells = _time_layer(names, x, w, layer, dt, dev, ref, repeats, warmup, backward,
-                                max_seconds)
-            base = dict(suite="custom" if shapes else suite, layer=layer.name, N=n, C=layer.C,
-                        H=layer.H, W=layer.W, K=layer.K, R=layer.R, S=layer.S,
-                        stride=layer.stride, pad=layer.pad, P=p, Q=q, precision=prec,
-                        kernel_area=layer.R * layer.S, input_bytes=x.numel() * x.element_size(),
-                        library_rel_err=lib_err, backward=backward, device=str(dev))
-            flops = 2 * n * layer.K * layer.C * layer.R * layer.S * p * q * (3 if backward else 1)
-            for name, c in cells.items():
-                ms = statistics.median(c["times"]) * 1e3 if c["times"] else float("nan")
-                qs = statistics.quantiles(c["times"], n=4) if len(c["times"]) > 1 else None
-                rows.append({**base, "algo": name, "supported": c["reason"] is None,
-                             "reason": c["reason"] or "", "median_ms": ms,
-                             "iqr_ms": (qs[2] - qs[0]) * 1e3 if qs else (0.0 if c["times"] else float("nan")),
-                             "repeats": len(c["times"]), "gflops": flops / ms / 1e6,
-                             "pct_peak": 100 * flops / ms / 1e6 / peaks[prec],
-                             "extra_bytes": c.get("extra", float("nan")),
-                             "rel_err": c.get("err", (float("nan"),) * 2)[0],
-                             "max_abs_err": c.get("err", (float("nan"),) * 2)[1]})
-    df = pd.DataFrame(rows)
-    if len(df):
-        df["extra_over_input"] = df.extra_bytes / df.input_bytes
-        key = ["layer", "precision"]
-        for other in ("library", "im2col"):
-            ref_ms = df[df.algo == other].set_index(key).median_ms
-            df[f"speedup_vs_{other}"] = [ref_ms.get((lay, pr), float("nan")) / ms
-                                         for lay, pr, ms in zip(df.layer, df.precision, df.median_ms)]
-        best = df[df.supported].groupby(key).median_ms.transform("min")
-        df["fastest"] = (df.median_ms == best.reindex(df.index)) & df.supported
+            rows += _layer_rows(layer, x32.to(dev, dt), w32.to(dev, dt), "custom" if shapes else suite,
+                                prec, peaks[prec], timing)
+    df = _compare(pd.DataFrame(rows))
     df.attrs.update(machine=info, peak_gflops=peaks, repeats=repeats, warmup=warmup,
                     quick=quick, backward=backward)
+    return df
+
+
+def _choices(algos, precisions, batch: int, repeats: int, warmup: int):
+    """(algorithm names, precision -> dtype) of a measure() call, checked."""
+    if batch < 1 or repeats < 1 or warmup < 0:
+        raise UsageError("--batch and --repeats must be at least 1, warm-up 0 or more")
+    algos, precisions = _listed(algos), _listed(precisions)
+    names = list(algos) if algos else convalgos.available()
+    unknown = [a for a in names if a not in convalgos.ALGOS]
+    if unknown:
+        raise UsageError(f"unknown algorithm '{unknown[0]}'; algorithms: {', '.join(convalgos.ALGOS)}")
+    return names, {p: dtype_of(p) for p in precisions}
+
+
+def _listed(value):
+    """'im2col,fft' (as experiment files may write a list) -> ['im2col', 'fft']; others as given."""
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+def _layer_rows(layer, x, w, suite: str, prec: str, peak: float, timing: dict) -> list[dict]:
+    """Every algorithm's row for one layer in one precision (x, w already in it); timing:
+    _time_layer's names, dev, repeats, warmup, backward and max_seconds."""
+    import torch
+
+    n = x.shape[0]
+    p, q = layer.out_hw()
+    ref = torch.nn.functional.conv2d(x[:1].double(), w.double(), stride=layer.stride,
+                                     padding=layer.pad)
+    lib_err = _rel(torch.nn.functional.conv2d(x[:1], w, stride=layer.stride, padding=layer.pad), ref)[0]
+    cells = _time_layer(x=x, w=w, layer=layer, dtype=x.dtype, ref=ref, **timing)
+    backward = timing["backward"]
+    base = dict(suite=suite, layer=layer.name, N=n, C=layer.C, H=layer.H, W=layer.W, K=layer.K,
+                R=layer.R, S=layer.S, stride=layer.stride, pad=layer.pad, P=p, Q=q, precision=prec,
+                kernel_area=layer.R * layer.S, input_bytes=x.numel() * x.element_size(),
+                library_rel_err=lib_err, backward=backward, device=str(timing["dev"]))
+    flops = 2 * n * layer.K * layer.C * layer.R * layer.S * p * q * (3 if backward else 1)
+    return [_row(base, name, c, flops, peak) for name, c in cells.items()]
+
+
+def _row(base: dict, name: str, cell: dict, flops: float, peak: float) -> dict:
+    """One algorithm's figures from its timed calls (median, IQR, GFLOP/s, % of peak, error)."""
+    times = cell["times"]
+    ms = statistics.median(times) * 1e3 if times else float("nan")
+    qs = statistics.quantiles(times, n=4) if len(times) > 1 else None
+    nan2 = (float("nan"),) * 2
+    return {**base, "algo": name, "supported": cell["reason"] is None,
+            "reason": cell["reason"] or "", "median_ms": ms,
+            "iqr_ms": (qs[2] - qs[0]) * 1e3 if qs else (0.0 if times else float("nan")),
+            "repeats": len(times), "gflops": flops / ms / 1e6,
+            "pct_peak": 100 * flops / ms / 1e6 / peak,
+            "extra_bytes": cell.get("extra", float("nan")),
+            "rel_err": cell.get("err", nan2)[0], "max_abs_err": cell.get("err", nan2)[1]}
+
+
+def _compare(df):
+    """The columns that compare rows: extra memory over the input, speed-ups against the
+    library and im2col on the same layer and precision, and the fastest supported algorithm."""
+    if not len(df):
+        return df
+    df["extra_over_input"] = df.extra_bytes / df.input_bytes
+    key = ["layer", "precision"]
+    for other in ("library", "im2col"):
+        ref_ms = df[df.algo == other].set_index(key).median_ms
+        df[f"speedup_vs_{other}"] = [ref_ms.get((lay, pr), float("nan")) / ms
+                                     for lay, pr, ms in zip(df.layer, df.precision, df.median_ms)]
+    best = df[df.supported].groupby(key).median_ms.transform("min")
+    df["fastest"] = (df.median_ms == best.reindex(df.index)) & df.supported
     return df
 
 

@@ -172,14 +172,9 @@ class _LastGrad:
             h.remove()
 
 
-def _loss(out, y, criterion):
-    if isinstance(out, tuple):  # auxiliary heads in training mode, weighted as the engine does
-        return criterion(out[0], y) + 0.3 * sum(criterion(a, y) for a in out[1:])
-    return criterion(out, y)
-
-
 class _Stepper:
-    """The engine's training step (cnnlab.training.engine.fit) with marks between its phases."""
+    """The engine's training step (cnnlab.training.step.forward, then Precision.step) with marks
+    between its phases."""
 
     def __init__(self, model, optimizer, precision, criterion, grad_clip: float, clock: _Clock):
         self.model, self.optimizer, self.precision = model, optimizer, precision
@@ -190,11 +185,12 @@ class _Stepper:
         """One step on the next batch: (wall seconds, images, seconds per phase)."""
         import torch
 
+        from cnnlab.training import step
+
         t0 = self.clock.now()
         x, y = batches()
         t_data = self.clock.now()
-        with self.precision.autocast():
-            loss = _loss(self.model(x), y, self.criterion)
+        _, loss = step.forward(self.model, x, y, self.criterion, self.precision)
         t_fwd = self.clock.now()
         self.optimizer.zero_grad(set_to_none=True)
         t_zero = self.clock.now()
@@ -369,6 +365,69 @@ def check_args(steps: int, warmup: int, repeats: int, workers: int) -> None:
         raise UsageError(f"--workers must be 0 or more, got {workers}")
 
 
+def _stepper(model, cfg, precision, clock: _Clock) -> _Stepper:
+    """A stepper of `model` with its own optimizer, as `cnnlab train` builds them (the loss is the
+    engine's: cnnlab.training.step)."""
+    from cnnlab import transfer
+    from cnnlab.training import optim, step
+
+    optimizer = optim.build_optimizer(model, cfg.optim, lr_mult=transfer.lr_multipliers(model, cfg))
+    return _Stepper(model, optimizer, precision, step.criterion(cfg.trainer.label_smoothing),
+                    cfg.trainer.grad_clip, clock)
+
+
+@dataclass
+class _Pipelines:
+    """What the benchmark steps: name -> a callable giving the next (x, y) batch."""
+    batches: dict
+    fixed: tuple  # made once by cnnlab's loader: augmented, normalised, on the device
+    in_blocks: dict  # name -> extra warm-up steps: the batches its worker processes hold ready
+    steppers: dict = field(default_factory=dict)  # name -> its own stepper (a twin model)
+    transforms: list = field(default_factory=list)  # the DataLoader's, described
+    left_out: list = field(default_factory=list)
+
+    @property
+    def lockstep(self) -> tuple:
+        return tuple(name for name in self.batches if name not in self.in_blocks) + ("inference",)
+
+
+def _pipelines(cfg, parts, vs_dataloader: bool, workers: int) -> _Pipelines:
+    """cnnlab's loader, the ceiling's fixed batch and (vs_dataloader) torch's DataLoader."""
+    from cnnlab.data.loader import InMemoryLoader
+
+    loader = parts.train_loader
+
+    def epoch_iter(epoch):
+        loader.set_epoch(epoch)
+        return iter(loader)
+
+    cnnlab = _Epochs(epoch_iter)
+    fixed = cnnlab()
+    p = _Pipelines({"cnnlab": cnnlab, "ceiling": lambda: fixed}, fixed,
+                   {} if isinstance(loader, InMemoryLoader) else {"cnnlab": 2 * cfg.data.workers})
+    if p.in_blocks:
+        cnnlab.close()  # its workers must not keep prefetching while the other pipelines run
+    if vs_dataloader:
+        transform, mix, p.transforms, p.left_out = torchvision_transforms(
+            cfg.aug, parts.bundle.image_size, parts.bundle.mean, parts.bundle.std,
+            parts.bundle.num_classes)
+        p.batches["dataloader"] = _dataloader_batches(parts, cfg, workers, transform, mix)
+        p.in_blocks["dataloader"] = 2 * workers
+    return p
+
+
+def _add_twin(p: _Pipelines, cfg, parts, clock: _Clock) -> None:
+    """The ceiling's twin in the other memory order: a copy of the model, its own optimizer."""
+    import torch
+
+    name = OTHER_FORMAT[parts.channels_last]
+    fmt = torch.contiguous_format if parts.channels_last else torch.channels_last
+    twin = copy.deepcopy(parts.model).to(memory_format=fmt)
+    twin_batch = (p.fixed[0].contiguous(memory_format=fmt), p.fixed[1])
+    p.batches[name] = lambda: twin_batch
+    p.steppers[name] = _stepper(twin, cfg, parts.precision, clock)
+
+
 def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: bool = False,
         workers: int = 2, vs_memory_format: bool = False) -> Result:
     """Measure the pipelines of `cfg` (a composed train config); see the module docstring.
@@ -379,14 +438,7 @@ def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: 
     steps: measured steps per pipeline in all, split over `repeats` rounds; warmup: unmeasured
     steps per pipeline at the start of each round (worker pipelines add one per batch their
     workers prefetch, so the measured steps do not start from a full queue)."""
-
-    import torch
-
-    from cnnlab import models, transfer
-    from cnnlab.training import optim
-    from cnnlab.data.loader import InMemoryLoader
-    from cnnlab.machine import device_name
-    from cnnlab.training.device import peak_memory_mb
+    from cnnlab import transfer
     from cnnlab.training.recipe import build_parts
 
     check_args(steps, warmup, repeats, workers)
@@ -394,91 +446,87 @@ def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: 
         raise UsageError(f"transfer={cfg.transfer.name} fits a probe on frozen features, not "
                          "gradient steps; bench-train measures training steps")
     parts = build_parts(cfg)
-    model, device, prec = parts.model, parts.device, parts.precision
-    clock = _Clock(device)
-    loader = parts.train_loader
-
-    def epoch_iter(epoch):
-        loader.set_epoch(epoch)
-        return iter(loader)
-
-    cnnlab = _Epochs(epoch_iter)
-    fixed = cnnlab()  # made once by cnnlab's loader: augmented, normalised, on the device
-    pipelines: dict[str, Callable] = {"cnnlab": cnnlab, "ceiling": lambda: fixed}
-    # name -> extra warm-up steps: the batches its worker processes hold ready (prefetch_factor 2)
-    in_blocks = {} if isinstance(loader, InMemoryLoader) else {"cnnlab": 2 * cfg.data.workers}
-    if in_blocks:
-        cnnlab.close()  # its workers must not keep prefetching while the other pipelines run
-    transforms, left = [], []
-    if vs_dataloader:
-        transform, mix, transforms, left = torchvision_transforms(
-            cfg.aug, parts.bundle.image_size, parts.bundle.mean, parts.bundle.std,
-            parts.bundle.num_classes)
-        pipelines["dataloader"] = _dataloader_batches(parts, cfg, workers, transform, mix)
-        in_blocks["dataloader"] = 2 * workers
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.trainer.label_smoothing)
-    steppers = {}
+    clock = _Clock(parts.device)
+    p = _pipelines(cfg, parts, vs_dataloader, workers)
     if vs_memory_format:
-        name = OTHER_FORMAT[parts.channels_last]
-        fmt = torch.contiguous_format if parts.channels_last else torch.channels_last
-        twin = copy.deepcopy(model).to(memory_format=fmt)
-        twin_batch = (fixed[0].contiguous(memory_format=fmt), fixed[1])
-        pipelines[name] = lambda: twin_batch
-        steppers[name] = _Stepper(twin, optim.build_optimizer(twin, cfg.optim, lr_mult=transfer.lr_multipliers(twin, cfg)),
-                                  prec, criterion, cfg.trainer.grad_clip, clock)
-    lockstep = tuple(name for name in pipelines if name not in in_blocks) + ("inference",)
+        _add_twin(p, cfg, parts, clock)
+    stepper = _stepper(parts.model, cfg, parts.precision, clock)
+    try:
+        records, rounds = _measure(p, stepper, parts, clock, steps, warmup, repeats)
+    finally:
+        stepper.close()
+        for s in p.steppers.values():
+            s.close()
+    return _result(p, records, rounds, parts, warmup, workers if vs_dataloader else None)
 
-    optimizer = optim.build_optimizer(model, cfg.optim, lr_mult=transfer.lr_multipliers(model, cfg))
-    stepper = _Stepper(model, optimizer, prec, criterion, cfg.trainer.grad_clip, clock)
+
+def _measure(p: _Pipelines, stepper: _Stepper, parts, clock: _Clock, steps: int, warmup: int,
+             repeats: int) -> tuple[dict, int]:
+    """Per-pipeline step records over `rounds` rounds: the lock-step pipelines side by side,
+    then each worker pipeline in its block."""
+    model = parts.model
     # every round starts from the same weights, so a run that diverges cannot drift the later
     # rounds' timings (nan arithmetic, a loss scaler skipping updates)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    records = {name: Steps() for name in (*pipelines, "inference")}
+    records = {name: Steps() for name in (*p.batches, "inference")}
     rounds = min(repeats, steps)
-    try:
-        for r in range(rounds):
-            n = steps // rounds + (r < steps % rounds)
+    for r in range(rounds):
+        n = steps // rounds + (r < steps % rounds)
+        model.load_state_dict(initial)
+        for s in p.steppers.values():
+            s.model.load_state_dict(initial)
+        for i in range(warmup + n):
+            _lockstep_tick(p, stepper, parts.precision, clock, i, records if i >= warmup else None, r)
+        for name, extra in p.in_blocks.items():
             model.load_state_dict(initial)
-            for s in steppers.values():
-                s.model.load_state_dict(initial)
-            for i in range(warmup + n):
-                # rotate the order: a step runs measurably faster or slower depending on what
-                # ran just before it (caches, the allocator), so each pipeline takes every place
-                k = i % len(lockstep)
-                for name in lockstep[k:] + lockstep[:k]:
-                    if name == "inference":
-                        rec = (_infer(model, fixed[0], prec, clock), int(fixed[0].shape[0]), None)
-                    else:
-                        rec = steppers.get(name, stepper)(pipelines[name])
-                    if i >= warmup:
+            try:
+                for i in range(warmup + extra + n):
+                    rec = stepper(p.batches[name])
+                    if i >= warmup + extra:
                         records[name].add(*rec, r)
-            for name, extra in in_blocks.items():
-                model.load_state_dict(initial)
-                try:
-                    for i in range(warmup + extra + n):
-                        rec = stepper(pipelines[name])
-                        if i >= warmup + extra:
-                            records[name].add(*rec, r)
-                finally:
-                    pipelines[name].close()
-    finally:
-        stepper.close()
-        for s in steppers.values():
-            s.close()
-    ticks = [sum(t) for t in zip(*(records[name].seconds for name in lockstep))]
-    for name in lockstep:
+            finally:
+                p.batches[name].close()
+    ticks = [sum(t) for t in zip(*(records[name].seconds for name in p.lockstep))]
+    for name in p.lockstep:
         records[name].rank = ticks
+    return records, rounds
 
+
+def _lockstep_tick(p: _Pipelines, stepper: _Stepper, precision, clock: _Clock, i: int,
+                   records: dict | None, round_: int) -> None:
+    """One step of every lock-step pipeline (and one inference pass); records None: warm-up."""
+    lockstep = p.lockstep
+    # rotate the order: a step runs measurably faster or slower depending on what ran just
+    # before it (caches, the allocator), so each pipeline takes every place
+    k = i % len(lockstep)
+    for name in lockstep[k:] + lockstep[:k]:
+        if name == "inference":
+            rec = (_infer(stepper.model, p.fixed[0], precision, clock), int(p.fixed[0].shape[0]), None)
+        else:
+            rec = p.steppers.get(name, stepper)(p.batches[name])
+        if records is not None:
+            records[name].add(*rec, round_)
+
+
+def _result(p: _Pipelines, records: dict, rounds: int, parts, warmup: int,
+            workers: int | None) -> Result:
+    import torch
+
+    from cnnlab import models
+    from cnnlab.machine import device_name
+    from cnnlab.training.device import peak_memory_mb
+
+    model, device = parts.model, parts.device
     c, (h, w) = parts.bundle.in_chans, parts.input_size
     return Result(
-        steps=records, lockstep=lockstep, rounds=rounds,
-        batch_size=int(fixed[0].shape[0]), params=models.count_params(model),
+        steps=records, lockstep=p.lockstep, rounds=rounds,
+        batch_size=int(p.fixed[0].shape[0]), params=models.count_params(model),
         gflops_per_image=gflops_per_image(model, (c, h, w)),
         peak_mem_mb=round(peak_memory_mb(device), 1), device=str(device),
         device_name=device_name(device),
-        threads=torch.get_num_threads(), precision=prec.name,
+        threads=torch.get_num_threads(), precision=parts.precision.name,
         channels_last=parts.channels_last, warmup=warmup,
-        workers=workers if vs_dataloader else None, transforms=transforms, left_out=left,
+        workers=workers, transforms=p.transforms, left_out=p.left_out,
         torch_version=torch.__version__)
 
 

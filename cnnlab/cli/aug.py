@@ -73,7 +73,8 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
 
     from cnnlab.data import augment
 
-    cfg = _compose(["aug=alexnet", *(overrides or [])])
+    # the batches are RGB size x size: compose checks the preset (pca, crop_size) against that
+    cfg = _compose(["data=shapes", f"data.image_size={size}", "aug=alexnet", *(overrides or [])])
     ours = augment.bench(cfg.aug, batch=batch, size=size, threads=threads or None)
     per_image = v2.Compose([v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()])
     imgs = torch.rand(batch, 3, size, size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -65,75 +64,45 @@ def run_all(
                              "measurement and `exclusive` experiments always run one job at a time."),
 ):
     """Run every experiment (one after another) at a scale, then write one claims report."""
-    from cnnlab.lab import catalogue
-    from cnnlab.lab import experiment as exp
-    from cnnlab.lab.claims import claim_ids
-    from cnnlab.cli.sweep import _sweep_report
-    from cnnlab.errors import UsageError
-    from cnnlab.lab.sweep import launch, missing_data, plan, sweeps_root
+    from cnnlab.lab.catalogue import duration
+    from cnnlab.lab.run_all import prepare
+    from cnnlab.lab.sweep import sweeps_root
 
-    scale = "quick" if quick else scale
-    specs = [exp.load(p) for p in exp.list_experiments()]
-
-    def picks(text):
-        return {t.strip().upper() if t.strip().upper().startswith("C") and t.strip()[1:].isdigit()
-                else t.strip() for t in (text or "").split(",") if t.strip()}
-
-    def named(spec, names):
-        return spec.name in names or bool(set(claim_ids(spec.claim)) & names)
-
-    want, drop = picks(only), picks(skip)
-    known = {s.name for s in specs} | {c for s in specs for c in claim_ids(s.claim)}
-    unknown = sorted((want | drop) - known)
-    if unknown:
-        raise UsageError(f"no experiment or claim {', '.join(unknown)}; see `cnnlab experiments`")
-    chosen = [s for s in specs if (not want or named(s, want)) and not named(s, drop)]
-    missing = [s.name for s in chosen if scale != "quick" and scale not in s.scales]
-    if missing:
-        raise UsageError(f"no '{scale}' scale in: {', '.join(missing)}")
+    todo = prepare("quick" if quick else scale, only, skip, jobs, _outputs())
     console = _console()
-    outputs = _outputs()
-    started = time.time()
-    failed, skipped = [], {}
-    for i, spec in enumerate(chosen, 1):
-        spec.path = str(exp.experiments_dir() / f"{spec.name}.yaml")
-        side_by_side = jobs > 1 and not spec.measure and not spec.exclusive
-        # N jobs side by side share the cores: each gets its share, never all of them
-        launcher = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}",
-                    f"trainer.threads={max(1, (os.cpu_count() or 1) // jobs)}"] if side_by_side else []
-        try:
-            p = plan(launcher, outputs, experiment=spec, scale=scale)
-            absent = [] if spec.measure else missing_data(p.jobs)
-        except Exception as exc:  # a missing launcher plugin, a bad cell: the others still run
-            failed.append(spec.name)
-            console.print(f"[red]{spec.name} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}[/red]")
-            continue
-        if absent:
-            skipped[spec.name] = absent[0]
-            console.print(f"[yellow]({i}/{len(chosen)}) {spec.name} skipped: {absent[0]}[/yellow]")
-            continue
-        console.print(f"[bold]({i}/{len(chosen)}) {spec.name}[/bold] ({spec.claim}): "
-                      f"{len(p.jobs) or 'sweeper-chosen'} jobs -> {p.sweep_dir}")
-        try:
-            launch(p)
-        except KeyboardInterrupt:
-            console.print(f"interrupted; finished jobs are kept. Continue with: cnnlab sweep "
-                          f"{p.sweep_dir} --resume, then cnnlab report {sweeps_root(outputs)}")
-            raise typer.Exit(130)
-        except Exception as exc:  # one broken experiment does not stop the catalogue
-            failed.append(spec.name)
-            console.print(f"[red]{spec.name} failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}[/red]")
-            continue
-        _sweep_report(console, p, spec, plots=not no_plots)
-    out = outputs / "reports" / time.strftime("%Y%m%d-%H%M%S")
-    path = catalogue.build(sweeps_root(outputs), out, skipped=skipped)
-    console.print(f"{len(chosen)} experiments in {catalogue._duration(time.time() - started)}; "
+    step = None
+    try:
+        for step in todo.steps(plots=not no_plots):
+            _print_step(console, step)
+    except KeyboardInterrupt:
+        if step is None or step.event != "started":
+            raise
+        console.print(f"interrupted; finished jobs are kept. Continue with: cnnlab sweep "
+                      f"{step.plan.sweep_dir} --resume, then cnnlab report {sweeps_root(todo.outputs)}")
+        raise typer.Exit(130)
+    path = todo.report()
+    console.print(f"{len(todo.chosen)} experiments in {duration(time.time() - todo.started)}; "
                   f"report: {path} (and {path.with_suffix('.html').name})")
-    if skipped:
-        console.print(f"skipped for want of data: {', '.join(skipped)}")
-    if failed:
-        console.print(f"failed: {', '.join(failed)}")
+    if todo.skipped:
+        console.print(f"skipped for want of data: {', '.join(todo.skipped)}")
+    if todo.failed:
+        console.print(f"failed: {', '.join(todo.failed)}")
         raise typer.Exit(1)
+
+
+def _print_step(console, step) -> None:
+    from cnnlab.cli.sweep import show_report
+
+    head = f"({step.index}/{step.total}) {step.spec.name}"
+    if step.event == "failed":
+        console.print(f"[red]{step.spec.name} failed: {step.why}[/red]")
+    elif step.event == "skipped":
+        console.print(f"[yellow]{head} skipped: {step.why}[/yellow]")
+    elif step.event == "started":
+        console.print(f"[bold]{head}[/bold] ({step.spec.claim}): "
+                      f"{len(step.plan.jobs) or 'sweeper-chosen'} jobs -> {step.plan.sweep_dir}")
+    else:
+        show_report(console, step.plan, step.spec, step.report)
 
 
 @app.command("report")

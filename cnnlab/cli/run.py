@@ -14,10 +14,9 @@ from cnnlab.cli.train import _print_summary
 @guarded
 def resume(run_dir: Path = typer.Argument(..., help="The run folder (outputs/runs/<id>) to continue.")):
     """Continue an interrupted run from its checkpoints/last.pt, in the same folder."""
-    from omegaconf import OmegaConf
     from rich.console import Console
 
-    from cnnlab.config import Config, validate
+    from cnnlab.config import load_config, validate
     from cnnlab.errors import UsageError
     from cnnlab.training.recipe import train as run_train
 
@@ -25,7 +24,7 @@ def resume(run_dir: Path = typer.Argument(..., help="The run folder (outputs/run
         raise UsageError(f"{run_dir} is not a run folder (no config.yaml)")
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         raise UsageError(f"{run_dir} has no checkpoints/last.pt to resume from")
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml"))
+    cfg = load_config(run_dir / "config.yaml")  # renamed keys of an earlier version migrated
     cfg.resume = str(run_dir)
     validate(cfg)
     console = Console()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -21,28 +20,11 @@ def sweep(
     """Run a grid of training jobs through Hydra's multirun; tables, plots and a verdict at the end."""
     from rich.console import Console
 
-    from cnnlab.lab import experiment as exp
+    from cnnlab.lab import report
     from cnnlab.lab import sweep as sw
-
-    targets = list(targets or [])
     from cnnlab.run import outputs_dir
 
-    outputs = outputs_dir()
-    spec, resume_dir = None, None
-    if targets and "=" not in targets[0]:
-        first = Path(targets[0])
-        if resume and (first / "sweep.yaml").is_file():
-            resume_dir = first
-        else:
-            spec = exp.load(first)
-            spec.path = str(first)
-        targets = targets[1:]
-    for o in targets:
-        if o.startswith("outputs="):
-            outputs = Path(o.split("=", 1)[1])
-    p = sw.plan(targets, outputs, experiment=spec, scale=scale, resume=resume, resume_dir=resume_dir)
-    if spec is None and p.experiment and Path(p.experiment).suffix == ".yaml":
-        spec = exp.load(p.experiment)
+    p, spec = sw.plan_targets(list(targets or []), outputs_dir(), scale=scale, resume=resume)
     console = Console()
     n = f"{len(p.jobs)} jobs" if p.jobs else "jobs chosen by the sweeper"
     console.print(f"sweep {p.name}: {n} -> {p.sweep_dir}")
@@ -51,7 +33,7 @@ def sweep(
         sw.launch(p)
     except KeyboardInterrupt:
         interrupted = True
-    _sweep_report(console, p, spec, plots=not no_plots)
+    show_report(console, p, spec, report.build(p.sweep_dir, spec, p.metric, plots=not no_plots))
     if interrupted:
         what = p.experiment or str(p.sweep_dir)
         console.print(f"interrupted; finished jobs are kept. Continue with: cnnlab sweep {what} --resume")
@@ -61,10 +43,11 @@ def sweep(
         raise typer.Exit(1)
 
 
-def _sweep_report(console, p, spec, plots: bool) -> None:
+def show_report(console, p, spec, r) -> None:
+    """A sweep's report `r` in the terminal: each job's status, the table, cost and best tables,
+    and the verdict."""
     from cnnlab.lab import report
 
-    r = report.build(p.sweep_dir, spec, p.metric, plots=plots)
     if r.jobs.empty:
         console.print("no job finished")
         return

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from cnnlab.config.checks import first_line, validate
-from cnnlab.config.schema import GROUPS, Config, conf_dir, group_choices, register_schemas
+from cnnlab.config.migration import migrate
+from cnnlab.config.schema import GROUPS, RENAMED, Config, conf_dir, group_choices, register_schemas
 from cnnlab.errors import UsageError
 
 
@@ -19,6 +20,10 @@ def compose(overrides: list[str] | None = None) -> Any:
 
     overrides = expand_aug_lists(list(overrides or []))
     check_group_overrides(overrides)
+    given = {o.partition("=")[0].strip().lstrip("+~") for o in overrides}
+    for old, new in RENAMED.items():
+        if old in given and new in given:
+            raise UsageError(f"set {new}, not both it and {old} (its deprecated name)")
     register_schemas()
     # inside a sweep job Hydra is already initialised (a transfer job composes its pretraining
     # run's config): set the job's Hydra aside while composing, then put it back
@@ -33,7 +38,13 @@ def compose(overrides: list[str] | None = None) -> Any:
         if outer is not None:
             GlobalHydra.instance().clear()
             GlobalHydra.instance().initialize(outer)
+    migrate(cfg, keep=given)  # an old key from a preset yields to its new name on the command line
     validate(cfg)
+    if cfg.transfer.source == "pretrain":  # the pretraining run's config must compose too
+        try:
+            compose(list(cfg.transfer.pretrain))
+        except UsageError as exc:
+            raise UsageError(f"transfer.pretrain: {exc}") from exc
     return cfg
 
 

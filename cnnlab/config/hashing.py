@@ -18,17 +18,19 @@ def digest(value: Any, length: int = 12) -> str:
 def config_hash(cfg: Any, ignore: Iterable[tuple[str, ...]] = (), length: int = 12,
                 schema: bool = False) -> str:
     """The digest of a config (DictConfig or plain dict), resolved, without the `ignore` key
-    paths. schema=True first merges it into cnnlab's Config schema, so a config read back from a
-    run's config.yaml hashes the same as the composed one it was written from."""
+    paths. schema=True first migrates renamed keys and merges it into cnnlab's Config schema, so
+    a config read back from a run's config.yaml (also one an earlier version wrote) hashes the
+    same as the composed one it was written from."""
     from omegaconf import DictConfig, OmegaConf
 
     d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    d = json.loads(json.dumps(d, default=str))  # a copy: the caller's dict is not changed
     if schema:
+        from cnnlab.config.migration import migrate
         from cnnlab.config.schema import Config
 
+        d = migrate(d, warn=False)
         d = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(Config), d), resolve=True)
-    else:
-        d = json.loads(json.dumps(d, default=str))  # a copy: the caller's dict is not changed
     for path in ignore:
         node = d
         for key in path[:-1]:

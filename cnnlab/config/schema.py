@@ -123,7 +123,9 @@ class TrainerConfig:
     early_stop: int = 0  # stop after this many epochs without improvement; 0 disables
     monitor: str = "val_acc"  # val_acc | val_loss: picks the best checkpoint and drives early stop
     test_on: str = "best"  # best | last: which weights the test set is evaluated on
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    # the kind of device: auto | cpu | cuda | cuda:N | mps (renamed from trainer.device, so it is
+    # not mistaken for trainer.devices, the process count below)
+    accelerator: str = "auto"
     # data-parallel processes: N >= 1, or auto (one per CUDA GPU, 1 without CUDA). N > 1 starts
     # N processes through torch.distributed's elastic launcher (cnnlab/training/distributed.py); under
     # torchrun or srun it must be auto or their world size. Any: an int or the string auto.
@@ -158,7 +160,9 @@ class PrecisionConfig:
     dtype: str = "float32"  # the weights': float64 | float32 | bfloat16 | float16 (16: "pure")
     amp_dtype: Optional[str] = None  # autocast forward+loss in bfloat16 | float16; null: off
     tf32: bool = False  # CUDA: matmuls and convs on TF32 tensor cores; plain fp32 elsewhere
-    loss_scale: str = "none"  # dynamic (torch.amp.GradScaler; skips inf/nan steps) | none
+    # dynamic (torch.amp.GradScaler; skips inf/nan steps) | none. Renamed from precision.loss_scale:
+    # `loss_scale` is the float a run records (the results column, Precision.loss_scale)
+    scaler: str = "none"
     init_scale: float = 65536.0  # first dynamic loss scale: 2**16, GradScaler's default
     growth_interval: int = 2000  # steps without overflow before the scale doubles (GradScaler's)
     # 16-bit weights: the fp32 update lands on the 16-bit grid to nearest, or stochastically
@@ -187,8 +191,18 @@ class TransferConfig:
 
 @dataclass
 class EvalConfig:
-    name: str = "center"
-    views: str = "center"
+    # Test-time views (cnnlab/evaluation/): `cnnlab eval RUN` scores every mode of `views`; a
+    # training run's test pass (its test_acc) scores the first. The other keys are `cnnlab eval`'s.
+    name: str = "center"  # the preset's name: the results table's `eval` column
+    # a mode or a list of them: center | tencrop | multiscale:S1,S2,... In a list Hydra splits
+    # multiscale's sizes into items of their own; they are joined again, so
+    # eval.views=[center,multiscale:28,32,36] is two modes. Any: a string or a list (earlier
+    # runs' config.yaml hold a string)
+    views: Any = "center"
+    average: str = "softmax"  # views averaged as softmax probabilities | logits (Krizhevsky 2012: softmax)
+    crop: Optional[int] = None  # view side; None: the run's training input size (aug.crop_size or the image)
+    split: str = "test"  # test | val
+    chunk: Optional[int] = None  # most views per forward pass; None: trainer.eval_batch_size
 
 
 @dataclass
@@ -229,7 +243,31 @@ def group_choices(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+# Keys renamed in this release, old -> new. The old names are still read for one release (on the
+# command line, in presets and in the config.yaml of earlier runs): migrate() in
+# cnnlab/config/migration.py moves them to the new names with a one-line warning.
+RENAMED = {"trainer.device": "trainer.accelerator", "precision.loss_scale": "precision.scaler"}
+
+
+@dataclass
+class LegacyTrainerConfig(TrainerConfig):
+    device: Optional[str] = None  # old name of trainer.accelerator (None: not given)
+
+
+@dataclass
+class LegacyPrecisionConfig(PrecisionConfig):
+    loss_scale: Optional[str] = None  # old name of precision.scaler (None: not given)
+
+
+@dataclass
+class ComposeConfig(Config):
+    """The schema Hydra composes with: Config plus the RENAMED keys' old names, so an old key
+    is read rather than refused; migrate() then moves it to its new name and drops the old."""
+    trainer: LegacyTrainerConfig = field(default_factory=LegacyTrainerConfig)
+    precision: LegacyPrecisionConfig = field(default_factory=LegacyPrecisionConfig)
+
+
 def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="cnnlab_schema", node=Config)
+    ConfigStore.instance().store(name="cnnlab_schema", node=ComposeConfig)

@@ -109,8 +109,7 @@ def _centred_boxes(side_h, side_w, h: int, w: int, x: torch.Tensor, gen):
 
 @register_op("flip")
 def make_flip(cfg: Any, **_):
-    p = float(cfg.flip_p)
-    _check(0 <= p <= 1, f"aug.flip_p must be in [0, 1], got {p}")
+    p = float(cfg.flip_p)  # parameters are range-checked at compose (cnnlab.config.checks)
 
     def flip(x, gen):
         mask = _rand(x.shape[0], x, gen) < p
@@ -123,8 +122,6 @@ def make_flip(cfg: Any, **_):
 def make_crop(cfg: Any, **_):
     pad = int(cfg.crop_padding)
     size = int(getattr(cfg, "crop_size", 0) or 0)
-    _check(pad >= 0, f"aug.crop_padding must be >= 0, got {pad}")
-    _check(size >= 0, f"aug.crop_size must be >= 0 (0: the image size), got {size}")
 
     def crop(x, gen, flip_p: float | None = None):
         """flip_p: also mirror each crop with this probability, in the same gather (the mask is
@@ -212,8 +209,6 @@ def _resample_boxes(x: torch.Tensor, top, left, bh, bw) -> torch.Tensor:
 def make_scale(cfg: Any, **_):
     scale = (float(cfg.scale_min), float(cfg.scale_max))
     ratio = (float(cfg.ratio_min), float(cfg.ratio_max))
-    _check(0 < scale[0] <= scale[1] <= 1, f"aug.scale_min/max must satisfy 0 < min <= max <= 1, got {scale}")
-    _check(0 < ratio[0] <= ratio[1], f"aug.ratio_min/max must satisfy 0 < min <= max, got {ratio}")
 
     def scale_op(x, gen):
         n, _, h, w = x.shape
@@ -240,8 +235,6 @@ def _factors(strength: float, x, gen) -> torch.Tensor:
 def make_color(cfg: Any, **_):
     strengths = {"brightness": float(cfg.brightness), "contrast": float(cfg.contrast),
                  "saturation": float(cfg.saturation)}
-    for k, v in strengths.items():
-        _check(v >= 0, f"aug.{k} must be >= 0, got {v}")
     active = [k for k, v in strengths.items() if v > 0]
 
     def brightness(x, f):
@@ -275,7 +268,6 @@ def make_color(cfg: Any, **_):
 @register_op("pca")
 def make_pca(cfg: Any, train_images=None, **_):
     std = float(cfg.pca_std)  # Krizhevsky et al. 2012, sec. 4.1: alpha ~ N(0, 0.1)
-    _check(std >= 0, f"aug.pca_std must be >= 0, got {std}")
     if train_images is None:
         raise UsageError("aug op 'pca' needs the training images to compute its RGB statistics "
                          "(augment.create(cfg, train_images=...))")
@@ -307,7 +299,6 @@ def make_pca(cfg: Any, train_images=None, **_):
 @register_op("cutout")
 def make_cutout(cfg: Any, **_):
     size = int(cfg.cutout_size)
-    _check(size >= 0, f"aug.cutout_size must be >= 0, got {size}")
 
     def cutout(x, gen):
         n, _, h, w = x.shape
@@ -363,16 +354,13 @@ def _partners(x, gen) -> torch.Tensor:
     return torch.argsort(_rand(x.shape[0], x, gen))
 
 
-def _mix_checks(cfg, field: str) -> tuple[float, str]:
-    alpha, mode = float(getattr(cfg, field)), str(cfg.mix_mode)
-    _check(alpha > 0, f"aug.{field} must be > 0, got {alpha}")
-    _check(mode in ("sample", "batch"), f"aug.mix_mode must be sample or batch, got '{mode}'")
-    return alpha, mode
+def _mix_params(cfg, field: str) -> tuple[float, str]:
+    return float(getattr(cfg, field)), str(cfg.mix_mode)
 
 
 @register_op("mixup", mixes=True)
 def make_mixup(cfg: Any, **_):
-    alpha, mode = _mix_checks(cfg, "mixup_alpha")
+    alpha, mode = _mix_params(cfg, "mixup_alpha")
 
     def mixup(x, y, gen):
         lam = _lambdas(alpha, mode, x, gen)
@@ -387,7 +375,7 @@ def make_mixup(cfg: Any, **_):
 
 @register_op("cutmix", mixes=True)
 def make_cutmix(cfg: Any, **_):
-    alpha, mode = _mix_checks(cfg, "cutmix_alpha")
+    alpha, mode = _mix_params(cfg, "cutmix_alpha")
 
     def cutmix(x, y, gen):
         _, _, h, w = x.shape

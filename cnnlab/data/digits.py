@@ -6,7 +6,8 @@ from cnnlab.data.registry import register_dataset
 from cnnlab.data.base import Pools, Split
 
 
-@register_dataset("digits", "1,797 real 8x8 grey handwritten digits, shipped with scikit-learn")
+@register_dataset("digits", "1,797 real 8x8 grey handwritten digits, shipped with scikit-learn",
+                  size=8, channels=1)
 def load_digits(cfg) -> Pools:
     import torch
     from sklearn.datasets import load_digits as sk_load_digits

@@ -153,7 +153,8 @@ def _split_of(ds: DecodedFolder, size: int, cfg, in_memory: bool) -> Split:
     return Split(labels=torch.as_tensor(ds.targets, dtype=torch.long), dataset=ds)
 
 
-@register_dataset("imagefolder", "any folder of class sub-folders (data.root), e.g. Imagenette")
+@register_dataset("imagefolder", "any folder of class sub-folders (data.root), e.g. Imagenette",
+                  size=64, channels=3, needs_root=True)  # decoded as RGB at data.image_size or 64
 def load_folder(cfg) -> Pools:
     root = check_root(cfg.root, "imagefolder")
     size = int(cfg.image_size or 64)

@@ -187,9 +187,9 @@ def _make_loader(variant: str):
     return load
 
 
-register_dataset("shapes", "procedural 32x32 RGB shapes, 10 classes, generated from a seed")(
-    _make_loader("shapes"))
-register_dataset("shapes_style", "the shapes classes in another style (texture, palette, outline)")(
-    _make_loader("shapes_style"))
-register_dataset("shapes_novel", "10 other shape classes in the base style (a transfer target)")(
-    _make_loader("shapes_novel"))
+register_dataset("shapes", "procedural 32x32 RGB shapes, 10 classes, generated from a seed",
+                 size=32, channels=3)(_make_loader("shapes"))
+register_dataset("shapes_style", "the shapes classes in another style (texture, palette, outline)",
+                 size=32, channels=3)(_make_loader("shapes_style"))
+register_dataset("shapes_novel", "10 other shape classes in the base style (a transfer target)",
+                 size=32, channels=3)(_make_loader("shapes_novel"))

@@ -130,8 +130,15 @@ def fetch(name: str, root: str) -> Path:
     return path
 
 
+# name: (image side, channels), for the config checks before any file is read
+SHAPES = {"cifar10": (32, 3), "cifar100": (32, 3), "mnist": (28, 1), "fashion_mnist": (28, 1),
+          "svhn": (32, 3), "stl10": (96, 3)}
+
+
 def _register(name: str) -> None:
-    register_dataset(name, SOURCES[name][2])(lambda cfg: load(name, cfg))
+    size, channels = SHAPES[name]
+    register_dataset(name, SOURCES[name][2], size=size, channels=channels,
+                     needs_root=True)(lambda cfg: load(name, cfg))
 
 
 for _name in SOURCES:

@@ -1,7 +1,8 @@
 """Ensembles of finished runs: average the members' softmax on the test set (C17).
 
-A run folder holds everything needed to rebuild its model: config.yaml (data, model) and
-checkpoints/best.pt (the weights, loaded with weights_only=True).
+Each member is rebuilt from its run folder and scored by cnnlab.evaluation.runs: the centre view
+at the side it trained on, the view its own test_acc was measured on (on a run trained on
+aug.crop_size crops, the centre crop of that size).
 """
 
 from __future__ import annotations
@@ -10,50 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
-
-
-def load_run(run_dir: str | Path, device: Any = "cpu"):
-    """(config, model with the run's best weights, data bundle) of a finished run folder."""
-    from omegaconf import OmegaConf
-
-    from cnnlab import checkpoint, data, models
-    from cnnlab.data import augment
-    from cnnlab.config import Config
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise CnnlabError(f"{run_dir} is not a run folder (no config.yaml)")
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(run_dir / "config.yaml"))
-    bundle = data.create(cfg.data)
-    if cfg.transfer.resolved:  # a transfer run: the source's network behind an input adapter
-        from cnnlab import transfer
-
-        model = transfer.build(cfg, bundle, load_weights=False)
-    else:
-        opts = {k: v for k, v in cfg.model.items() if k != "name"}
-        model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
-                              input_size=augment.input_size(cfg.aug, bundle.image_size), **opts)
-    found = [run_dir / "checkpoints" / n for n in ("best.pt", "last.pt", "model.safetensors")
-             if (run_dir / "checkpoints" / n).is_file()]  # the last: weights from `cnnlab export`
-    model.load_state_dict(checkpoint.load(found[0] if found else run_dir / "checkpoints" / "last.pt")["model"])
-    return cfg, model.to(device).eval(), bundle
+from cnnlab.evaluation.runs import load_run  # noqa: F401  (its old home; callers still import it here)
 
 
 def test_probabilities(run_dir: str | Path, device: Any = "cpu"):
     """Softmax over the test split of a run's best weights: (probabilities (N, C), labels (N,))."""
-    import torch
+    from cnnlab.evaluation.runs import score_views
 
-    from cnnlab.data.loader import make_loader
-
-    cfg, model, bundle = load_run(run_dir, device)
-    loader = make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, bundle=bundle,
-                         device=device, seed=0, workers=cfg.data.workers)
-    probs, labels = [], []
-    with torch.no_grad():
-        for x, y in loader:
-            probs.append(model(x).float().softmax(dim=1).cpu())
-            labels.append(y.cpu())
-    return torch.cat(probs), torch.cat(labels)
+    center = score_views(load_run(run_dir, device), ["center"], keep=True)["center"]
+    return center["probs"], center["labels"]
 
 
 def ensemble_accuracy(run_dirs: list[Path]) -> dict:

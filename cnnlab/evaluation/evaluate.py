@@ -4,12 +4,13 @@
 centre `crop` x `crop` square when the model trains on smaller crops (aug.crop_size; train's
 test_acc). views="tencrop" or "multiscale:28,32,40" there run `predict_views` at that crop and
 report the NLL of the softmax averaged over views as the loss (criterion applies to the
-single-view path only).
+single-view path only). Given eval.views' list of modes, it scores the first.
 
 `predict_views` is `cnnlab eval`'s: every view of a batch is cut with batched tensor ops
 (cnnlab.evaluation.views) and goes through the model in forward passes of at most `chunk` views; the
 predictions are averaged over the views per image, as softmax probabilities ("softmax",
 Krizhevsky et al. 2012) or as logits ("logits", i.e. a geometric mean of the probabilities).
+With keep=True it also returns those averaged probabilities, which ensembles add up.
 """
 
 from __future__ import annotations
@@ -30,22 +31,29 @@ def topk_correct(logits, targets, ks=(1, 5)) -> list:
     return [hit[:, :min(k, kmax)].any(dim=1).sum() for k in ks]
 
 
-def evaluate(model, loader, *, criterion=None, views: str = "center", autocast=None,
+def evaluate(model, loader, *, criterion=None, views: Any = "center", autocast=None,
              crop: int | None = None) -> dict[str, Any]:
     """Loss and accuracy over everything the loader yields, without gradients.
 
-    crop: the view side (None: the whole image) under cnnlab.evaluation.views' crop rule."""
+    views: a mode, or eval.views' list of modes, of which the first is scored (a training run
+    tests under one mode; `cnnlab eval` scores them all). crop: the view side (None: the whole
+    image) under cnnlab.evaluation.views' crop rule."""
+    from cnnlab.evaluation import views as vw
+
+    mode = vw.parse_views(views)[0]
+    if mode != "center":
+        return _evaluate_views(model, loader, mode, autocast, crop)
+    return _evaluate_center(model, loader, criterion, autocast, crop)
+
+
+def _evaluate_center(model, loader, criterion, autocast, crop) -> dict[str, Any]:
+    """evaluate()'s single-view path: the criterion's loss on the (centre-cropped) batches."""
     import contextlib
 
     import torch
 
     from cnnlab.evaluation import views as vw
 
-    if views not in ("center", "tencrop") and not views.startswith("multiscale:"):
-        raise UsageError(f"unknown eval views '{views}'; choose from: center, tencrop, "
-                         "multiscale:S1,S2,...")
-    if views != "center":
-        return _evaluate_views(model, loader, views, autocast, crop)
     criterion = criterion or torch.nn.CrossEntropyLoss()
     autocast = autocast or contextlib.nullcontext
     was_training = model.training
@@ -82,13 +90,12 @@ def _evaluate_views(model, loader, views: str, autocast=None, crop=None) -> dict
     """evaluate()'s multi-view path: predict_views at `crop`, in evaluate's keys."""
     from cnnlab.evaluation import views as vw
 
-    mode, _, scale_text = views.partition(":")
+    mode, scales = vw.split_mode(views)
     first = next(iter(loader), None)
     if first is None:
         return {"loss": float("nan"), "acc": float("nan"), "top5": float("nan"), "n": 0, "seconds": 0.0}
     crop, resize = vw.geometry(tuple(first[0].shape[-2:]), crop)
-    m = predict_views(model, loader, mode, crop, vw.parse_scales(scale_text), resize=resize,
-                      autocast=autocast)
+    m = predict_views(model, loader, mode, crop, scales, resize=resize, autocast=autocast)
     return {"loss": m["nll"], "acc": m["top1"], "top5": m["top5"], "n": m["n"], "seconds": m["seconds"]}
 
 
@@ -121,20 +128,45 @@ def average_views(logits, average: str = "softmax"):
     raise UsageError(f"unknown --average '{average}'; choose softmax or logits")
 
 
-def predict_views(model, loader, views: str = "center", crop: int | None = None, scales=(),
-                  average: str = "softmax", chunk: int | None = None, resize: int | None = None,
-                  autocast=None) -> dict[str, Any]:
-    """Accuracy of view-averaged predictions over everything the loader yields.
+class _Tally:
+    """predict_views' sums over batches of averaged log-predictions (n, K) and labels (n,). They
+    stay on the device until `result`, so there is no host sync per batch; keep=True also
+    collects the averaged probabilities and labels on the CPU (what ensembles add up)."""
 
-    views: center | tencrop | multiscale (with `scales`); crop: the view side (None: the
-    cnnlab.evaluation.views crop rule for the loader's image size, which also sets `resize`); chunk: at
-    most this many views per forward pass (None: the loader's batch size, so a ten-crop pass
-    runs the model on batches of the centre pass's shape and memory stays that of one batch).
-    Returns top1, top5 (NaN with 5 classes or fewer), nll (of the averaged probabilities),
-    views (per image), ms_per_image (wall time of the whole pass / n), n, seconds, crop.
-    """
-    import contextlib
+    def __init__(self, keep: bool = False):
+        self.nll = self.top1 = self.top5 = None
+        self.n, self.classes = 0, 0
+        self.probs, self.labels = ([], []) if keep else (None, None)
 
+    def add(self, logp, y) -> None:
+        self.classes = logp.shape[1]
+        nll = -logp.gather(1, y.view(-1, 1)).double().sum()
+        c1, c5 = topk_correct(logp, y)
+        self.nll = nll if self.nll is None else self.nll + nll
+        self.top1 = c1 if self.top1 is None else self.top1 + c1
+        self.top5 = c5 if self.top5 is None else self.top5 + c5
+        self.n += y.numel()
+        if self.probs is not None:
+            self.probs.append(logp.exp().cpu())
+            self.labels.append(y.cpu())
+
+    def result(self) -> dict[str, Any]:
+        import torch
+
+        nan, n = float("nan"), self.n
+        if n == 0:
+            out = {"top1": nan, "top5": nan, "nll": nan, "n": 0}
+        else:
+            out = {"top1": int(self.top1) / n, "top5": int(self.top5) / n if self.classes > 5 else nan,
+                   "nll": float(self.nll) / n, "n": n}
+        if self.probs is not None:
+            out["probs"] = torch.cat(self.probs) if self.probs else torch.zeros(0, self.classes)
+            out["labels"] = torch.cat(self.labels) if self.labels else torch.zeros(0, dtype=torch.long)
+        return out
+
+
+def _view_count(views: str, scales, average: str) -> tuple[list[int], int]:
+    """(scales, views per image) of a predict_views call, its arguments checked before any work."""
     import torch
 
     from cnnlab.evaluation import views as vw
@@ -145,36 +177,47 @@ def predict_views(model, loader, views: str = "center", crop: int | None = None,
     n_views = vw.num_views(views, scales)
     if n_views == 0:
         raise UsageError("multiscale needs at least one scale, e.g. --multiscale 28,32,40")
+    return scales, n_views
+
+
+def predict_views(model, loader, views: str = "center", crop: int | None = None, scales=(),
+                  average: str = "softmax", chunk: int | None = None, resize: int | None = None,
+                  autocast=None, keep: bool = False) -> dict[str, Any]:
+    """Accuracy of view-averaged predictions over everything the loader yields.
+
+    views: center | tencrop | multiscale (with `scales`); crop: the view side (None: the
+    cnnlab.evaluation.views crop rule for the loader's image size, which also sets `resize`); chunk: at
+    most this many views per forward pass (None: the loader's batch size, so a ten-crop pass
+    runs the model on batches of the centre pass's shape and memory stays that of one batch).
+    Returns top1, top5 (NaN with 5 classes or fewer), nll (of the averaged probabilities),
+    views (per image), ms_per_image (wall time of the whole pass / n), n, seconds, crop; with
+    keep=True also probs (N, K), the averaged probabilities, and labels (N,), on the CPU.
+    """
+    import contextlib
+
+    import torch
+
+    from cnnlab.evaluation import views as vw
+
+    scales, n_views = _view_count(views, scales, average)
     autocast = autocast or contextlib.nullcontext
     was_training = model.training
     model.eval()
-    nll_sum = top1 = top5 = None
-    n, classes = 0, 0
+    tally = _Tally(keep)
     start = time.perf_counter()
     try:
         with torch.inference_mode():
             for x, y in loader:
                 if crop is None:
                     crop, resize = vw.geometry(tuple(x.shape[-2:]))
-                logp = average_views(_forward_views(model, x, views, crop, scales, resize, chunk,
-                                                    autocast), average)
-                classes = logp.shape[1]
-                nll = -logp.gather(1, y.view(-1, 1)).double().sum()
-                c1, c5 = topk_correct(logp, y)
-                nll_sum = nll if nll_sum is None else nll_sum + nll
-                top1 = c1 if top1 is None else top1 + c1
-                top5 = c5 if top5 is None else top5 + c5
-                n += y.numel()
+                logits = _forward_views(model, x, views, crop, scales, resize, chunk, autocast)
+                tally.add(average_views(logits, average), y)
     finally:
         model.train(was_training)
-    nan = float("nan")
-    if n == 0:
-        out = {"top1": nan, "top5": nan, "nll": nan, "n": 0}
-    else:
-        out = {"top1": int(top1) / n, "top5": int(top5) / n if classes > 5 else nan,
-               "nll": float(nll_sum) / n, "n": n}
+    out = tally.result()
     seconds = time.perf_counter() - start  # after the values above synced the device
-    out.update(views=n_views, ms_per_image=1000 * seconds / max(n, 1), seconds=seconds, crop=crop)
+    out.update(views=n_views, ms_per_image=1000 * seconds / max(out["n"], 1), seconds=seconds,
+               crop=crop)
     return out
 
 

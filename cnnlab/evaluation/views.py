@@ -31,7 +31,7 @@ with memory bounded by `chunk`.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +137,48 @@ def iter_view_chunks(x: torch.Tensor, mode: str, crop: int, scales: Sequence[int
     per = -(-x.shape[0] // max(blocks, 1))
     for i in range(0, x.shape[0], per):
         yield make_views(x[i:i + per], mode, crop, scales, resize)
+
+
+def parse_views(views: Any) -> list[str]:
+    """eval.views as a list of modes: 'center', 'tencrop' or 'multiscale:S1,S2,...' (each once,
+    in order). Takes one mode or a list of them; in a list, sizes Hydra split off a multiscale
+    mode join it again: [center, 'multiscale:28', 32, 36] -> ['center', 'multiscale:28,32,36'],
+    so `eval.views=[center,multiscale:28,32,36]` needs no quotes."""
+    items = [views] if isinstance(views, str) else list(views or [])
+    modes: list[str] = []
+    for item in items:
+        text = str(item).strip()
+        if text.isdigit():  # a size that belongs to the multiscale mode before it
+            if not modes or not modes[-1].startswith("multiscale:"):
+                raise UsageError(f"eval.views: the size {text} follows no multiscale mode; write "
+                                 "multiscale:28,32,40")
+            modes[-1] += f",{text}"
+        else:
+            modes.append(text)
+    out = [_canonical(m) for m in modes]
+    if not out:
+        raise UsageError("eval.views names no mode; e.g. eval.views=[center,tencrop]")
+    return list(dict.fromkeys(out))
+
+
+def _canonical(mode: str) -> str:
+    """One mode, checked, its scales written without spaces."""
+    name, colon, scale_text = mode.partition(":")
+    name = name.strip()
+    if name == "multiscale":
+        if not parse_scales(scale_text):
+            raise UsageError("multiscale needs its scales, e.g. multiscale:28,32,40")
+        return f"multiscale:{','.join(map(str, parse_scales(scale_text)))}"
+    if name not in MODES or colon:
+        raise UsageError(f"unknown view mode '{mode}'; choose from: center, tencrop, "
+                         "multiscale:S1,S2,...")
+    return name
+
+
+def split_mode(mode: str) -> tuple[str, list[int]]:
+    """'multiscale:28,32' -> ('multiscale', [28, 32]); 'tencrop' -> ('tencrop', [])."""
+    name, _, scale_text = mode.partition(":")
+    return name, parse_scales(scale_text)
 
 
 def parse_scales(text: Optional[str]) -> list[int]:

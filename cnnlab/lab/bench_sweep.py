@@ -44,15 +44,25 @@ def per_job_overheads(jobs: list[dict]) -> list[float]:
     return out
 
 
-def run(jobs: int = 8, epochs: int = 5, n_jobs: int = 2, echo=print) -> dict:
+# what each job trains (the seeds repeat it); bench-sweep's tests pass a smaller one
+BASE = ("data=shapes", "data.num_train=2000", "data.num_test=500", "model=resnet8")
+
+
+def run(jobs: int = 8, epochs: int = 5, n_jobs: int = 2, echo=print, base=BASE) -> dict:
+    """Time the grid (`base` x seeds 0..jobs-1, one thread each) under the serial launcher and
+    under joblib with `n_jobs` processes; returns the wall times, their ratio and the serial
+    per-job overheads (seconds)."""
     import importlib.util
 
-    if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
-        raise UsageError("bench-sweep needs the joblib launcher: pip install -e '.[joblib]'")
     if jobs < 2:
         raise UsageError("--jobs must be at least 2")
-    grid = ["data=shapes", "data.num_train=2000", "data.num_test=500", "model=resnet8",
-            f"trainer.epochs={epochs}", "trainer.threads=1", "trainer.checkpoints=false",
+    if epochs < 1:
+        raise UsageError("--epochs must be at least 1")
+    if n_jobs < 1:
+        raise UsageError("--n-jobs must be at least 1")
+    if importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None:
+        raise UsageError("bench-sweep needs the joblib launcher: pip install -e '.[joblib]'")
+    grid = [*base, f"trainer.epochs={epochs}", "trainer.threads=1", "trainer.checkpoints=false",
             "seed=" + ",".join(str(i) for i in range(jobs))]
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-sweep-") as tmp:
         outputs = Path(tmp)

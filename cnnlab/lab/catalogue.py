@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cnnlab.lab.claims import CLAIMS, catalogue, claim_ids, sort_key
-from cnnlab.machine import cpu_name, machine_info  # noqa: F401
+from cnnlab.lab.verdicts import fmt_value
 
 
 @dataclass
@@ -68,8 +68,6 @@ def _saved(folder: Path) -> dict:
 
 def read_entry(folder: Path) -> Optional[Entry]:
     """An Entry for a finished experiment sweep, or None for an ad-hoc sweep or a missing file."""
-    import pandas as pd
-
     from cnnlab.lab import experiment as exp
     from cnnlab.lab import report
 
@@ -78,28 +76,45 @@ def read_entry(folder: Path) -> Optional[Entry]:
         spec = exp.load(saved.get("experiment") or saved["name"])
     except Exception:
         return None
-    jobs = pd.read_csv(folder / "results.csv") if (folder / "results.csv").is_file() else pd.DataFrame()
-    summary = pd.read_csv(folder / "summary.csv") if (folder / "summary.csv").is_file() else pd.DataFrame()
+    jobs, summary = _csv(folder / "results.csv"), _csv(folder / "summary.csv")
     axes = report.swept_axes(jobs, spec) if not jobs.empty else []
     for col in axes:  # CSV read-back turns false into False and 0.1 into 0.1000: match the table
         if col in summary.columns:
-            summary[col] = summary[col].map(exp.fmt_value)
+            summary[col] = summary[col].map(fmt_value)
+    plots = folder / "plots"
+    return Entry(name=spec.name, sweep_dir=folder, spec=spec, scale=saved.get("scale", "quick"),
+                 created=str(saved.get("created", "")), seconds=_seconds(folder),
+                 jobs=len(list((folder / "jobs").glob("*/job.json"))),
+                 verdict=json.loads((folder / "verdict.json").read_text()),
+                 table=report.table_view(summary, spec, axes),
+                 plots=sorted(p.name for p in plots.glob("*.png")) if plots.is_dir() else [],
+                 machine=saved.get("machine") or {}, **_job_outcomes(jobs, spec))
+
+
+def _csv(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+
+
+def _seconds(folder: Path) -> float:
+    """First job start to last job end, from the jobs' job.json (nan unless some have both)."""
     starts, ends = [], []
     for info in (folder / "jobs").glob("*/job.json"):
         j = json.loads(info.read_text())
         starts += [j["started"]] if j.get("started") else []
         ends += [j["ended"]] if j.get("ended") else []
-    return Entry(name=spec.name, sweep_dir=folder, spec=spec, scale=saved.get("scale", "quick"),
-                 created=str(saved.get("created", "")),
-                 seconds=(max(ends) - min(starts)) if starts and ends else float("nan"),
-                 jobs=len(list((folder / "jobs").glob("*/job.json"))),
-                 verdict=json.loads((folder / "verdict.json").read_text()),
-                 table=report.table_view(summary, spec, axes),
-                 plots=sorted(p.name for p in (folder / "plots").glob("*.png")) if (folder / "plots").is_dir() else [],
-                 machine=saved.get("machine") or {},
-                 failed=int((~jobs["status"].isin(["done", "diverged"])).sum()) if "status" in jobs else 0,
-                 first_error=str(next((e for e in jobs.get("error", pd.Series(dtype=str)).dropna()), "")),
-                 seeds=sorted(int(x) for x in jobs["seed"].dropna().unique()) if "seed" in jobs else list(spec.seeds))
+    return (max(ends) - min(starts)) if starts and ends else float("nan")
+
+
+def _job_outcomes(jobs, spec) -> dict:
+    """Entry fields read from results.csv: jobs that did not finish, the first error and the
+    seeds the sweep ran (the experiment file's, if the table has no seed column)."""
+    import pandas as pd
+
+    return {"failed": int((~jobs["status"].isin(["done", "diverged"])).sum()) if "status" in jobs else 0,
+            "first_error": str(next((e for e in jobs.get("error", pd.Series(dtype=str)).dropna()), "")),
+            "seeds": sorted(int(x) for x in jobs["seed"].dropna().unique()) if "seed" in jobs else list(spec.seeds)}
 
 
 def rows(root: Optional[Path]) -> list[dict]:
@@ -108,27 +123,24 @@ def rows(root: Optional[Path]) -> list[dict]:
 
     specs = [exp.load(p) for p in exp.list_experiments()]
     latest = latest_sweeps(root) if root is not None and Path(root).is_dir() else {}
-    out = []
-    for claim, names in catalogue(specs).items():
-        for name in names or [None]:
-            entry = read_entry(latest[name]) if name in latest else None
-            out.append({"claim": claim, "statement": CLAIMS.get(claim, ""),
-                        "experiment": name or "(none)",
-                        "time": _duration(entry.seconds) if entry else "-",
-                        "scale": entry.scale if entry else "-",
-                        "verdict": entry.outcome if entry and entry.verdict else
-                        ("not run" if name else "no experiment")})
-    for spec in specs:
-        if not claim_ids(spec.claim):
-            entry = read_entry(latest[spec.name]) if spec.name in latest else None
-            out.append({"claim": "-", "statement": spec.statement, "experiment": spec.name,
-                        "time": _duration(entry.seconds) if entry else "-",
-                        "scale": entry.scale if entry else "-",
-                        "verdict": entry.outcome if entry else "not run"})
+    entries = {s.name: read_entry(latest[s.name]) for s in specs if s.name in latest}
+    out = [_row(claim, CLAIMS.get(claim, ""), name, entries.get(name))
+           for claim, names in catalogue(specs).items() for name in names or [None]]
+    out += [_row("-", s.statement, s.name, entries.get(s.name)) for s in specs if not claim_ids(s.claim)]
     return out
 
 
-def _duration(seconds: float) -> str:
+def _row(claim: str, statement: str, name: Optional[str], entry: Optional[Entry]) -> dict:
+    """One catalogue row; `name` is None for a claim that no experiment tests."""
+    return {"claim": claim, "statement": statement, "experiment": name or "(none)",
+            "time": duration(entry.seconds) if entry else "-",
+            "scale": entry.scale if entry else "-",
+            "verdict": entry.outcome if entry and entry.verdict else
+            ("not run" if name else "no experiment")}
+
+
+def duration(seconds: float) -> str:
+    """Seconds as "3 min 05 s" (or "42 s"); "-" for nan."""
     if seconds != seconds:  # nan
         return "-"
     m, s = divmod(int(round(seconds)), 60)
@@ -158,12 +170,29 @@ def build(root: Path, out_dir: Path, skipped: Optional[dict[str, str]] = None) -
 
 def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[tuple[str, Any]]:
     """The report as (kind, content) blocks: h1/h2/p/table/img/list, rendered to md and html."""
-    import pandas as pd
-
+    blocks = _intro(entries, root) + _summary(root)
     by_claim: dict[str, list[Entry]] = {}
     for e in entries:
         for c in claim_ids(e.spec.claim) or ["-"]:
             by_claim.setdefault(c, []).append(e)
+    not_run = _not_run(skipped)
+    shown: dict[str, str] = {}  # experiment -> the claim it was written out under
+    for claim in [*CLAIMS, "-"]:
+        found = by_claim.get(claim, [])
+        if claim == "-" and not found and not not_run.get("-"):
+            continue
+        title = f"{claim}: {CLAIMS[claim]}" if claim in CLAIMS else "cnnlab's own defaults"
+        blocks.append(("h2", title))
+        if not found:
+            blocks.append(("p", "No finished sweep of an experiment for this claim."))
+        blocks += [("p", text) for text in not_run.get(claim, [])]
+        for e in found:
+            blocks += _entry_blocks(e, claim, shown)
+    return blocks
+
+
+def _intro(entries: list[Entry], root: Path) -> list[tuple[str, Any]]:
+    """The title, how to read the verdicts, and each machine the sweeps ran on."""
     keys = ("host_cpu", "cores", "gpu", "torch", "cnnlab", "python", "platform")
     machines = dict.fromkeys(json.dumps({k: e.machine.get(k) for k in keys}) for e in entries if e.machine)
     blocks: list[tuple[str, Any]] = [
@@ -176,52 +205,56 @@ def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[t
     for m in machines:
         info = json.loads(m)
         blocks.append(("p", "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items())))
+    return blocks
+
+
+def _summary(root: Path) -> list[tuple[str, Any]]:
+    """The catalogue table and a count of experiments by verdict."""
+    import pandas as pd
+
     summary = pd.DataFrame(rows(root))
     named = summary.experiment != "(none)"  # one row per experiment; each claim without one counts
     counts = (pd.concat([summary[named].drop_duplicates("experiment"), summary[~named]])["verdict"]
               .str.replace(r" \(\d+ of \d+ jobs did not finish\)$", "", regex=True).value_counts())
     order = ["supported", "inconclusive", "not supported", "not run", "no experiment"]
     counts = counts.reindex([v for v in order if v in counts] + [v for v in counts.index if v not in order])
-    blocks += [("h2", "Summary"),
-               ("p", "Experiments: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."),
-               ("table", summary)]
+    return [("h2", "Summary"),
+            ("p", "Experiments: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."),
+            ("table", summary)]
+
+
+def _not_run(skipped: dict[str, str]) -> dict[str, list[str]]:
+    """Claim -> a line for each skipped experiment that tests it, saying why it did not run."""
     from cnnlab.lab import experiment as exp
 
     not_run: dict[str, list[str]] = {}
     for name, why in skipped.items():
         for c in claim_ids(exp.load(name).claim) or ["-"]:
             not_run.setdefault(c, []).append(f"{name} was not run: {why}")
-    shown: dict[str, str] = {}  # experiment -> the claim it was written out under
-    for claim in [*CLAIMS, "-"]:
-        found = by_claim.get(claim, [])
-        if claim == "-" and not found and not not_run.get("-"):
-            continue
-        title = f"{claim}: {CLAIMS[claim]}" if claim in CLAIMS else "cnnlab's own defaults"
-        blocks.append(("h2", title))
-        if not found:
-            blocks.append(("p", "No finished sweep of an experiment for this claim."))
-        blocks += [("p", text) for text in not_run.get(claim, [])]
-        for e in found:
-            v = e.verdict or {}
-            blocks.append(("h3", f"{e.name} ({e.scale} scale): {e.outcome}"))
-            if e.name in shown:  # an experiment of several claims is written out under the first
-                blocks.append(("p", f"Its table, plots and numbers are under {shown[e.name]} above."))
-                continue
-            shown[e.name] = claim
-            if e.failed:
-                blocks.append(("p", f"{e.failed} of {e.jobs} jobs did not finish; the verdict uses the "
-                                    f"others. First error: {e.first_error}"))
-            blocks.append(("p", f"Statement tested: {e.spec.statement}"))
-            load = e.machine.get("load_average")
-            blocks.append(("p", f"Seeds {e.seeds}, {e.jobs} jobs, "
-                                f"{_duration(e.seconds)}, run {e.created}"
-                                f"{f' (load average {load[0]} at the start)' if load else ''}; "
-                                f"sweep folder {e.sweep_dir.name}."))
-            blocks.append(("p", f"Decided by: {v.get('text', '-')}"))
-            blocks.append(("p", f"{e.spec.metric} (mean ± 95% CI half-width over seeds):"))
-            blocks.append(("table", e.table))
-            for png in e.plots:
-                blocks.append(("img", f"figures/{e.name}-{png}"))
+    return not_run
+
+
+def _entry_blocks(e: Entry, claim: str, shown: dict[str, str]) -> list[tuple[str, Any]]:
+    """One experiment under a claim: its verdict, what was run, its table and plots (once: under
+    a later claim it points back to the first)."""
+    v = e.verdict or {}
+    blocks: list[tuple[str, Any]] = [("h3", f"{e.name} ({e.scale} scale): {e.outcome}")]
+    if e.name in shown:  # an experiment of several claims is written out under the first
+        return blocks + [("p", f"Its table, plots and numbers are under {shown[e.name]} above.")]
+    shown[e.name] = claim
+    if e.failed:
+        blocks.append(("p", f"{e.failed} of {e.jobs} jobs did not finish; the verdict uses the "
+                            f"others. First error: {e.first_error}"))
+    blocks.append(("p", f"Statement tested: {e.spec.statement}"))
+    load = e.machine.get("load_average")
+    blocks.append(("p", f"Seeds {e.seeds}, {e.jobs} jobs, "
+                        f"{duration(e.seconds)}, run {e.created}"
+                        f"{f' (load average {load[0]} at the start)' if load else ''}; "
+                        f"sweep folder {e.sweep_dir.name}."))
+    blocks.append(("p", f"Decided by: {v.get('text', '-')}"))
+    blocks.append(("p", f"{e.spec.metric} (mean ± 95% CI half-width over seeds):"))
+    blocks.append(("table", e.table))
+    blocks += [("img", f"figures/{e.name}-{png}") for png in e.plots]
     return blocks
 
 

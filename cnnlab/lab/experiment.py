@@ -59,9 +59,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from cnnlab.errors import UsageError
-
-# the rules live in cnnlab.lab.verdicts; these names are part of this module's interface
-from cnnlab.lab.verdicts import VERDICTS, cond, fmt_value, decide, mean_ci, paired_differences  # noqa: F401
+from cnnlab.lab.verdicts import fmt_value
 
 JOB_METRICS = ("test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
                "best_epoch", "epochs_run", "train_seconds", "images_per_sec", "gap")
@@ -168,19 +166,9 @@ def check(spec: ExperimentSpec, where: str = "experiment") -> None:
         raise UsageError(f"{where}: no axes to sweep")
     if not spec.seeds:
         raise UsageError(f"{where}: seeds is empty")
-    axes = set(spec.axes) | ({"views"} if spec.views else set())
     for mode in spec.views:
         _check_view_mode(mode, where)
-    if spec.measure:
-        from cnnlab.lab import measures
-
-        m = measures.get(spec.measure)
-        measures.check_args(m, spec.measure_args, where)
-        axes |= set(m.keys)
-        known = set(m.metrics)
-    else:
-        known = (set(JOB_METRICS) | ({"epochs_to_target", "seconds_to_target"} if spec.target else set())
-                 | (set(VIEW_METRICS) if spec.views else set()))
+    axes, known = _columns(spec, where)
     for name in (spec.table.rows, spec.table.cols):
         if name and name not in axes:
             raise UsageError(f"{where}: table axis '{name}' is not a swept axis ({', '.join(sorted(axes))})")
@@ -193,38 +181,72 @@ def check(spec: ExperimentSpec, where: str = "experiment") -> None:
         _check_rule(spec, v, axes, known, where)
 
 
+def _columns(spec: ExperimentSpec, where: str) -> tuple[set, set]:
+    """(axes, metrics): the columns tables and rules may name. Axes are the swept keys, `views`
+    and a measurement's row keys; metrics are the numbers its jobs produce."""
+    axes = set(spec.axes) | ({"views"} if spec.views else set())
+    if spec.measure:
+        from cnnlab.lab import measures
+
+        m = measures.get(spec.measure)
+        measures.check_args(m, spec.measure_args, where)
+        return axes | set(m.keys), set(m.metrics)
+    known = (set(JOB_METRICS) | ({"epochs_to_target", "seconds_to_target"} if spec.target else set())
+             | (set(VIEW_METRICS) if spec.views else set()))
+    return axes, known
+
+
 def _check_rule(spec: ExperimentSpec, v: VerdictSpec, axes: set, known: set, where: str) -> None:
-    kinds = ("greater", "differ", "ensemble", "best", "near")
-    if v.kind not in kinds:
-        raise UsageError(f"{where}: verdict kind '{v.kind}' is not one of: {', '.join(kinds)}")
-    if v.kind == "best":
-        if not v.by or not v.recommend:
-            raise UsageError(f"{where}: a 'best' verdict needs by: <axis> and recommend: [{{when: ..., best: ...}}]")
-        for rec in v.recommend:
-            if set(rec) != {"when", "best"}:
-                raise UsageError(f"{where}: each recommend entry has exactly 'when' and 'best', got {sorted(rec)}")
-            if v.by in spec.axes and fmt_value(rec["best"]) not in {fmt_value(x) for x in spec.axes[v.by]}:
-                raise UsageError(f"{where}: recommended {v.by}={rec['best']} is not one of the swept values")
+    """A rule's own fields for its kind, then every column it names."""
+    if v.kind not in RULE_CHECKS:
+        raise UsageError(f"{where}: verdict kind '{v.kind}' is not one of: {', '.join(RULE_CHECKS)}")
+    RULE_CHECKS[v.kind](spec, v, known | axes, where)
     if v.metric and v.metric not in known:
         raise UsageError(f"{where}: verdict names column '{v.metric}', which no job produces "
                          f"({', '.join(sorted(known))})")
-    if v.kind == "ensemble" and not spec.ensemble:
-        raise UsageError(f"{where}: an 'ensemble' verdict needs ensemble: true")
     named = (list(v.a) + list(v.b) + list(v.when) + ([v.by] if v.by else [])
              + [k for rec in v.recommend for k in rec.get("when", {})])
     for key in named:
         if key not in axes:
             raise UsageError(f"{where}: verdict names column '{key}', which is not a swept axis "
                              f"({', '.join(sorted(axes))})")
-    if v.kind == "greater" and (not v.a or not v.b):
+
+
+def _check_greater(spec: ExperimentSpec, v: VerdictSpec, columns: set, where: str) -> None:
+    if not v.a or not v.b:
         raise UsageError(f"{where}: a 'greater' verdict needs both a and b")
-    if v.kind == "differ" and not v.by:
+
+
+def _check_differ(spec: ExperimentSpec, v: VerdictSpec, columns: set, where: str) -> None:
+    if not v.by:
         raise UsageError(f"{where}: a 'differ' verdict needs by: <axis>")
-    if v.kind == "near":
-        if v.expected is None or v.tolerance < 0:
-            raise UsageError(f"{where}: a 'near' verdict needs expected: <number or column> and tolerance >= 0")
-        if isinstance(v.expected, str) and v.expected not in known | axes:
-            raise UsageError(f"{where}: expected column '{v.expected}' is not a column jobs produce")
+
+
+def _check_ensemble(spec: ExperimentSpec, v: VerdictSpec, columns: set, where: str) -> None:
+    if not spec.ensemble:
+        raise UsageError(f"{where}: an 'ensemble' verdict needs ensemble: true")
+
+
+def _check_best(spec: ExperimentSpec, v: VerdictSpec, columns: set, where: str) -> None:
+    if not v.by or not v.recommend:
+        raise UsageError(f"{where}: a 'best' verdict needs by: <axis> and recommend: [{{when: ..., best: ...}}]")
+    for rec in v.recommend:
+        if set(rec) != {"when", "best"}:
+            raise UsageError(f"{where}: each recommend entry has exactly 'when' and 'best', got {sorted(rec)}")
+        if v.by in spec.axes and fmt_value(rec["best"]) not in {fmt_value(x) for x in spec.axes[v.by]}:
+            raise UsageError(f"{where}: recommended {v.by}={rec['best']} is not one of the swept values")
+
+
+def _check_near(spec: ExperimentSpec, v: VerdictSpec, columns: set, where: str) -> None:
+    if v.expected is None or v.tolerance < 0:
+        raise UsageError(f"{where}: a 'near' verdict needs expected: <number or column> and tolerance >= 0")
+    if isinstance(v.expected, str) and v.expected not in columns:
+        raise UsageError(f"{where}: expected column '{v.expected}' is not a column jobs produce")
+
+
+# verdict kind -> the check of its own fields (the kinds are described in the module docstring)
+RULE_CHECKS = {"greater": _check_greater, "differ": _check_differ, "ensemble": _check_ensemble,
+               "best": _check_best, "near": _check_near}
 
 
 def _check_view_mode(mode: str, where: str) -> None:

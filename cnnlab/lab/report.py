@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from cnnlab.lab.experiment import ExperimentSpec, decide, mean_ci
+from cnnlab.lab.experiment import ExperimentSpec
 from cnnlab.lab.sweep import job_table
+from cnnlab.lab.verdicts import decide, mean_ci
 
 AXIS_EXCLUDE = {"job", "status", "error"}
 
@@ -68,28 +69,43 @@ def build(sweep_dir: Path, spec: Optional[ExperimentSpec], metric: str = "test_a
     """Write results.csv, summary.csv, verdict.json, plots/ and report.md into the sweep folder."""
     from cnnlab.run import write_text_atomic
 
-    jobs = job_table(sweep_dir, spec.target if spec is not None else None)
-    if spec is not None and spec.views and not jobs.empty:
-        jobs = view_rows(sweep_dir, jobs, list(spec.views))
-    axes = swept_axes(jobs, spec) if not jobs.empty else []
-    front = [*axes, "status"]
-    if not jobs.empty:
-        jobs = jobs[[*front, *[c for c in jobs.columns if c not in front]]]
-        jobs = _sorted(jobs, axes, spec)
+    jobs, axes = _job_rows(sweep_dir, spec)
     jobs.to_csv(sweep_dir / "results.csv", index=False)
     summary = summarise(jobs, axes, metric)
     summary.to_csv(sweep_dir / "summary.csv", index=False)
     ensembles = _ensembles(sweep_dir, jobs, axes) if spec is not None and spec.ensemble else None
-    verdict = None
-    if spec is not None and spec.verdict is not None:
-        ok = jobs[jobs.status.isin(["done", "diverged"])] if not jobs.empty else jobs
-        verdict = decide(spec, ok, ensembles)
-        verdict = {"claim": spec.claim, "statement": spec.statement, **verdict}
-        write_text_atomic(sweep_dir / "verdict.json", json.dumps(verdict, indent=2, default=_json) + "\n")
+    verdict = _verdict(sweep_dir, spec, jobs, ensembles)
     images = _plots(sweep_dir, jobs, summary, axes, metric, spec) if plots and not summary.empty else []
     write_text_atomic(sweep_dir / "report.md", _markdown(sweep_dir, spec, jobs, summary, axes, metric,
                                                          verdict, images, ensembles))
     return Report(jobs=jobs, summary=summary, axes=axes, verdict=verdict, path=sweep_dir)
+
+
+def _job_rows(sweep_dir: Path, spec: Optional[ExperimentSpec]):
+    """(jobs, axes): one row per job (per job and view mode with `views`), the axes and status
+    in front, rows in the experiment's axis order."""
+    jobs = job_table(sweep_dir, spec.target if spec is not None else None)
+    if spec is not None and spec.views and not jobs.empty:
+        jobs = view_rows(sweep_dir, jobs, list(spec.views))
+    if jobs.empty:
+        return jobs, []
+    axes = swept_axes(jobs, spec)
+    front = [*axes, "status"]
+    jobs = jobs[[*front, *[c for c in jobs.columns if c not in front]]]
+    return _sorted(jobs, axes, spec), axes
+
+
+def _verdict(sweep_dir: Path, spec: Optional[ExperimentSpec], jobs, ensembles) -> Optional[dict]:
+    """The experiment's rules decided on the finished jobs, written to verdict.json; None if the
+    sweep has no rule."""
+    from cnnlab.run import write_text_atomic
+
+    if spec is None or spec.verdict is None:
+        return None
+    ok = jobs[jobs.status.isin(["done", "diverged"])] if not jobs.empty else jobs
+    verdict = {"claim": spec.claim, "statement": spec.statement, **decide(spec, ok, ensembles)}
+    write_text_atomic(sweep_dir / "verdict.json", json.dumps(verdict, indent=2, default=_json) + "\n")
+    return verdict
 
 
 def _sorted(jobs, axes: list[str], spec: Optional[ExperimentSpec]):
@@ -152,24 +168,13 @@ def view_rows(sweep_dir: Path, jobs, modes: list[str]):
 
 def _score_views(run_dir: Path, modes: list[str]) -> dict[str, dict]:
     """One run's test split under each view mode ("center", "tencrop", "multiscale:S,..."),
-    the model and data loaded once."""
-    from cnnlab.data import augment
-    from cnnlab.evaluation import views as vw
-    from cnnlab.data.loader import make_loader
-    from cnnlab.evaluation.ensemble import load_run
-    from cnnlab.evaluation.evaluate import predict_views
+    the model and data loaded once, at the side the run trained on."""
+    from cnnlab.evaluation.runs import load_run, score_views
 
-    cfg, model, bundle = load_run(run_dir)
-    loader = make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, bundle=bundle,
-                         device="cpu", seed=0, workers=cfg.data.workers)
-    crop, resize = vw.geometry(bundle.image_size, min(augment.input_size(cfg.aug, bundle.image_size)))
-    out = {}
-    for mode in modes:
-        name, _, scale_text = mode.partition(":")
-        m = predict_views(model, loader, name, crop, vw.parse_scales(scale_text), resize=resize)
-        out[mode] = {"test_acc": m["top1"], "test_top5": m["top5"], "test_loss": m["nll"],
-                     "view_ms_per_image": m["ms_per_image"], "views_per_image": m["views"]}
-    return out
+    scores = score_views(load_run(run_dir), modes)
+    return {mode: {"test_acc": m["top1"], "test_top5": m["top5"], "test_loss": m["nll"],
+                   "view_ms_per_image": m["ms_per_image"], "views_per_image": m["views"]}
+            for mode, m in scores.items()}
 
 
 def _ensembles(sweep_dir: Path, jobs, axes: list[str]) -> list[dict]:
@@ -256,18 +261,30 @@ def table_view(summary, spec: Optional[ExperimentSpec], axes: list[str]):
     groups = [a for a in axes if a != "seed"]
     if summary.empty or not groups:
         return summary
+    rows, cols = _table_axes(spec, groups)
+    view = summary.assign(value=summary.apply(cell_text, axis=1))
+    table = _pivot(view, groups, rows, cols) if cols in groups and rows in groups else None
+    return view[[*groups, "value"]] if table is None else table
+
+
+def _table_axes(spec: Optional[ExperimentSpec], groups: list[str]) -> tuple[str, Optional[str]]:
+    """The axis down the table and the one across: the experiment's, else the first axis down
+    and, with exactly two axes, the other across."""
     rows = (spec.table.rows if spec and spec.table.rows else None) or groups[0]
     cols = (spec.table.cols if spec and spec.table.cols else None)
     if cols is None and len(groups) == 2:
         cols = [g for g in groups if g != rows][0]
-    view = summary.assign(value=summary.apply(cell_text, axis=1))
-    if cols is None or cols not in groups or rows not in groups:
-        return view[[*groups, "value"]]
+    return rows, cols
+
+
+def _pivot(view, groups: list[str], rows: str, cols: str):
+    """rows x cols of the cells' text, in the summary's order; None when most cells would be
+    empty (then the long table reads better)."""
     # more than two axes: the others stay as leading index columns (suite, layer x algo)
     index = [g for g in groups if g not in (rows, cols)] + [rows]
     table = view.pivot_table(index=index, columns=cols, values="value", aggfunc="first", sort=False)
     if table.isna().to_numpy().mean() > 0.5:  # most cells empty (design x comparison): stay long
-        return view[[*groups, "value"]]
+        return None
     # pivot sorts labels as strings (2, 64, 8); keep the order of the sorted summary instead
     order = list(dict.fromkeys(zip(*(view[i] for i in index)))) if len(index) > 1 else list(dict.fromkeys(view[rows]))
     table = table.reindex(index=order, columns=list(dict.fromkeys(view[cols])))
@@ -276,8 +293,6 @@ def table_view(summary, spec: Optional[ExperimentSpec], axes: list[str]):
 
 
 def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images, ensembles=None) -> str:
-    from cnnlab.tables import markdown_table
-
     lines = [f"# Sweep {sweep_dir.name}", ""]
     if spec is not None:
         lines += [f"**Claim {spec.claim}**: {spec.statement}", ""]
@@ -286,30 +301,44 @@ def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images, ens
     per_job = jobs.drop_duplicates("job") if "job" in jobs.columns else jobs  # views repeat jobs
     counts = per_job.status.value_counts().to_dict() if not jobs.empty else {}
     lines += ["Jobs: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
-    lines += [f"## {metric} (mean ± 95% CI half-width over seeds)", "",
-              markdown_table(table_view(summary, spec, axes)), ""]
+    lines += _section(f"{metric} (mean ± 95% CI half-width over seeds)", table_view(summary, spec, axes))
     if verdict is not None and spec.verdict.kind == "best" and verdict.get("evidence"):
-        lines += [f"## {metric} of each {spec.verdict.by} in each cell, and the recommended one", "",
-                  markdown_table(best_table(verdict["evidence"])), ""]
+        lines += _section(f"{metric} of each {spec.verdict.by} in each cell, and the recommended one",
+                          best_table(verdict["evidence"]))
     if spec is not None and spec.views and "view_ms_per_image" in jobs.columns:
-        lines += ["## Cost of each test-time view mode (test split, one process, one after another)", "",
-                  markdown_table(view_costs(jobs)), ""]
+        lines += _section("Cost of each test-time view mode (test split, one process, one after another)",
+                          view_costs(jobs))
     if ensembles:
-        import pandas as pd
-
-        lines += ["## Ensembles (averaged softmax of each cell's seeds, test split)", "",
-                  markdown_table(pd.DataFrame([{"cell": e["cell"] or "all", "members": e["n_members"],
-                                                "members mean": sum(e["members"]) / len(e["members"]),
-                                                "best member": max(e["members"]),
-                                                "ensemble": e["ensemble_acc"]} for e in ensembles])), ""]
-    failed = jobs[jobs.status == "failed"] if not jobs.empty else jobs
-    if not failed.empty:
-        lines += ["## Failed jobs", ""]
-        lines += [f"- {r.job}: {r.error}" for r in failed.itertuples()] + [""]
+        lines += _section("Ensembles (averaged softmax of each cell's seeds, test split)",
+                          _ensemble_table(ensembles))
+    lines += _failed_lines(jobs)
     for img in images:
         lines += [f"![{img}](plots/{img})", ""]
     lines += ["Tables: `results.csv` (one row per job), `summary.csv` (per cell).", ""]
     return "\n".join(lines)
+
+
+def _section(title: str, table) -> list[str]:
+    from cnnlab.tables import markdown_table
+
+    return [f"## {title}", "", markdown_table(table), ""]
+
+
+def _ensemble_table(ensembles: list[dict]):
+    """One row per cell: its members' mean and best accuracy beside the ensemble's."""
+    import pandas as pd
+
+    return pd.DataFrame([{"cell": e["cell"] or "all", "members": e["n_members"],
+                          "members mean": sum(e["members"]) / len(e["members"]),
+                          "best member": max(e["members"]),
+                          "ensemble": e["ensemble_acc"]} for e in ensembles])
+
+
+def _failed_lines(jobs) -> list[str]:
+    failed = jobs[jobs.status == "failed"] if not jobs.empty else jobs
+    if failed.empty:
+        return []
+    return ["## Failed jobs", "", *[f"- {r.job}: {r.error}" for r in failed.itertuples()], ""]
 
 
 def _numeric(values):
@@ -323,70 +352,100 @@ def _plots(sweep_dir: Path, jobs, summary, axes, metric, spec=None) -> list[str]
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
 
     out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
-    written = []
     groups = [a for a in axes if a != "seed"]
     plotted = groups
     if spec is not None and getattr(spec, "measure", None) and spec.table.rows in groups:
         # a measurement has many key columns: one plot, the table's rows along x
         plotted = [spec.table.rows]
-    for axis in plotted:
-        others = [g for g in groups if g != axis]
-        cols = spec.table.cols if spec is not None and axis == spec.table.rows else None
-        if cols in others and not summary.duplicated([axis, cols]).any():
-            others = [cols]  # the other keys follow from the row (a layer's suite and kernel)
-        series = list(summary.groupby(others, sort=False)) if others else [((), summary)]
-        numeric, _ = _numeric(summary[axis])
-        # categories share one set of positions, so series with different levels line up
-        cats = list(dict.fromkeys(summary[axis].astype(str)))
-        many = len(series) > 8
-        fig, ax = plt.subplots(figsize=(9 if many else 6, 4))
-        for key, sub in series:
-            if numeric:
-                sub = sub.iloc[list(pd.to_numeric(sub[axis]).argsort())]
-                x = pd.to_numeric(sub[axis])
-            else:
-                x = [cats.index(v) for v in sub[axis].astype(str)]
-            err = [(sub["mean"] - sub["ci_lo"]).clip(lower=0).fillna(0).replace(math.inf, 0),
-                   (sub["ci_hi"] - sub["mean"]).clip(lower=0).fillna(0).replace(math.inf, 0)]
-            key = key if isinstance(key, tuple) else (key,)
-            label = ", ".join(f"{o}={k}" for o, k in zip(others, key) if summary[o].nunique() > 1) or metric
-            ax.errorbar(x, sub["mean"], yerr=err, marker="o", capsize=3, label=label)
-        if not numeric:
-            ax.set_xticks(list(range(len(cats))), cats, rotation=30, ha="right")
-        elif (pd.to_numeric(summary[axis]) > 0).all() and \
-                pd.to_numeric(summary[axis]).max() / pd.to_numeric(summary[axis]).min() >= 20:
-            ax.set_xscale("log")
-        ax.set_xlabel(axis)
-        ax.set_ylabel(f"{metric} (mean, 95% CI)")
-        ax.grid(alpha=0.3)
-        if many:
-            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        else:
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        name = f"{metric}_vs_{axis}.png".replace("/", "_")
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        written.append(name)
+    written = [_plot_axis(out, summary, groups, axis, metric, spec) for axis in plotted]
     curves = _curves(sweep_dir, jobs, groups)
     if curves is not None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, c in curves.items():
-            ax.plot(c.index, c.values, label=label)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation accuracy (mean over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "learning_curves.png", dpi=110)
-        plt.close(fig)
-        written.append("learning_curves.png")
+        written.append(_plot_curves(out, curves))
     return written
+
+
+def _plot_axis(out: Path, summary, groups: list[str], axis: str, metric: str, spec) -> str:
+    """metric against one axis, a line per combination of the other axes; returns the file name."""
+    import matplotlib.pyplot as plt
+
+    others, series = _series(summary, groups, axis, spec)
+    numeric, _ = _numeric(summary[axis])
+    # categories share one set of positions, so series with different levels line up
+    cats = list(dict.fromkeys(summary[axis].astype(str)))
+    many = len(series) > 8
+    fig, ax = plt.subplots(figsize=(9 if many else 6, 4))
+    for key, sub in series:
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{o}={k}" for o, k in zip(others, key) if summary[o].nunique() > 1) or metric
+        _errorbar(ax, sub, axis, cats if not numeric else None, label)
+    _x_axis(ax, summary[axis], cats if not numeric else None)
+    ax.set_xlabel(axis)
+    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+    ax.grid(alpha=0.3)
+    if many:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    name = f"{metric}_vs_{axis}.png".replace("/", "_")
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _series(summary, groups: list[str], axis: str, spec) -> tuple[list[str], list]:
+    """(others, series): the axes that tell a plot's lines apart, and (key, rows) per line."""
+    others = [g for g in groups if g != axis]
+    cols = spec.table.cols if spec is not None and axis == spec.table.rows else None
+    if cols in others and not summary.duplicated([axis, cols]).any():
+        others = [cols]  # the other keys follow from the row (a layer's suite and kernel)
+    return others, list(summary.groupby(others, sort=False)) if others else [((), summary)]
+
+
+def _errorbar(ax, sub, axis: str, cats: Optional[list], label: str) -> None:
+    """One series' means with their 95% intervals; `cats` places categories (None: numeric x)."""
+    import pandas as pd
+
+    if cats is None:
+        sub = sub.iloc[list(pd.to_numeric(sub[axis]).argsort())]
+        x = pd.to_numeric(sub[axis])
+    else:
+        x = [cats.index(v) for v in sub[axis].astype(str)]
+    err = [(sub["mean"] - sub["ci_lo"]).clip(lower=0).fillna(0).replace(math.inf, 0),
+           (sub["ci_hi"] - sub["mean"]).clip(lower=0).fillna(0).replace(math.inf, 0)]
+    ax.errorbar(x, sub["mean"], yerr=err, marker="o", capsize=3, label=label)
+
+
+def _x_axis(ax, values, cats: Optional[list]) -> None:
+    """Category labels, or a log scale for positive numbers spanning 20x or more."""
+    import pandas as pd
+
+    if cats is not None:
+        ax.set_xticks(list(range(len(cats))), cats, rotation=30, ha="right")
+        return
+    x = pd.to_numeric(values)
+    if (x > 0).all() and x.max() / x.min() >= 20:
+        ax.set_xscale("log")
+
+
+def _plot_curves(out: Path, curves: dict) -> str:
+    """Validation accuracy per epoch, one line per cell (mean over seeds)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, c in curves.items():
+        ax.plot(c.index, c.values, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (mean over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=110)
+    plt.close(fig)
+    return "learning_curves.png"
 
 
 def _curves(sweep_dir: Path, jobs, groups):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cnnlab.errors import CnnlabError, UsageError
-from cnnlab.lab.jobs import FINISHED, STATUSES, check_seed, job_id, read_status, write_job  # noqa: F401
+from cnnlab.lab.jobs import FINISHED, check_seed, read_status, write_job
 
 # hydra/launcher or hydra/sweeper choice -> (plugin module, cnnlab extra that installs it)
 PLUGINS = {
@@ -173,52 +173,11 @@ def latest_sweep(outputs: str | Path, name: str) -> Optional[Path]:
 def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str = "quick",
          resume: bool = False, resume_dir: Optional[Path] = None) -> SweepPlan:
     """Work out what to run; every error surfaces here, before any job starts."""
-    from omegaconf import OmegaConf
-
-    from cnnlab.run import ensure_writable
-
     task, hydra = split_overrides(overrides)
     if resume:
-        sweep_dir = resume_dir or (latest_sweep(outputs, experiment.name if experiment else "adhoc"))
-        if sweep_dir is None or not (Path(sweep_dir) / "sweep.yaml").is_file():
-            raise UsageError(f"nothing to resume: no sweep folder"
-                             f"{' of ' + experiment.name if experiment else ''} under {sweeps_root(outputs)}")
-        if task:
-            raise UsageError("a resumed sweep keeps its own overrides; only hydra/... overrides may be added")
-        saved = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / "sweep.yaml"))
-        p = SweepPlan(name=saved["name"], sweep_dir=Path(sweep_dir), task_overrides=saved["task_overrides"],
-                      hydra_overrides=list(saved["hydra_overrides"]) + hydra,
-                      experiment=saved.get("experiment"), scale=saved.get("scale", "quick"),
-                      metric=saved.get("metric", "test_acc"), measure=saved.get("measure"),
-                      measure_args=dict(saved.get("measure_args") or {}))
+        p = _resumed_plan(task, hydra, outputs, experiment, resume_dir)
     else:
-        if experiment is not None:
-            from cnnlab.lab.experiment import sweep_overrides
-
-            task = sweep_overrides(experiment, scale) + task
-            name, metric = experiment.name, experiment.metric
-        else:
-            if not task:
-                raise UsageError("give an experiment file or overrides with comma-separated values "
-                                 "(e.g. model=lenet5,resnet8 seed=0,1,2)")
-            name, metric = "adhoc", "test_acc"
-        from cnnlab.config import expand_aug_lists
-
-        task = expand_aug_lists(task)
-        measure = getattr(experiment, "measure", None)
-        if not measure and not any(o.startswith("trainer.progress=") for o in task):
-            task = ["trainer.progress=none", *task]
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        root = ensure_writable(sweeps_root(outputs))
-        sweep_dir = root / f"{name}-{stamp}"
-        n = 1
-        while sweep_dir.exists():
-            n += 1
-            sweep_dir = root / f"{name}-{stamp}-{n}"
-        p = SweepPlan(name=name, sweep_dir=sweep_dir, task_overrides=task, hydra_overrides=hydra,
-                      experiment=str(getattr(experiment, "path", "")) or (experiment.name if experiment else None),
-                      scale=scale, metric=metric, measure=measure,
-                      measure_args=dict(getattr(experiment, "measure_args", None) or {}))
+        p = _new_plan(task, hydra, outputs, experiment, scale)
     if p.measure:
         from cnnlab.lab import measures
         from cnnlab.lab.experiment import expand_grid
@@ -230,6 +189,91 @@ def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str 
     elif check_plugins(p.hydra_overrides):
         p.jobs = validate_jobs(p.task_overrides)
     return p
+
+
+def _resumed_plan(task: list[str], hydra: list[str], outputs: str | Path, experiment,
+                  resume_dir: Optional[Path]) -> SweepPlan:
+    """The plan a sweep folder's sweep.yaml saved (the latest of the experiment's, if no folder
+    is given); only hydra/... overrides may be added to it."""
+    from omegaconf import OmegaConf
+
+    sweep_dir = resume_dir or (latest_sweep(outputs, experiment.name if experiment else "adhoc"))
+    if sweep_dir is None or not (Path(sweep_dir) / "sweep.yaml").is_file():
+        raise UsageError(f"nothing to resume: no sweep folder"
+                         f"{' of ' + experiment.name if experiment else ''} under {sweeps_root(outputs)}")
+    if task:
+        raise UsageError("a resumed sweep keeps its own overrides; only hydra/... overrides may be added")
+    saved = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / "sweep.yaml"))
+    return SweepPlan(name=saved["name"], sweep_dir=Path(sweep_dir), task_overrides=saved["task_overrides"],
+                     hydra_overrides=list(saved["hydra_overrides"]) + hydra,
+                     experiment=saved.get("experiment"), scale=saved.get("scale", "quick"),
+                     metric=saved.get("metric", "test_acc"), measure=saved.get("measure"),
+                     measure_args=dict(saved.get("measure_args") or {}))
+
+
+def _new_plan(task: list[str], hydra: list[str], outputs: str | Path, experiment, scale: str) -> SweepPlan:
+    """A new sweep: the experiment's overrides at `scale` (then `task`), or ad-hoc overrides."""
+    from cnnlab.config import expand_aug_lists
+
+    if experiment is not None:
+        from cnnlab.lab.experiment import sweep_overrides
+
+        task = sweep_overrides(experiment, scale) + task
+        name, metric = experiment.name, experiment.metric
+    else:
+        if not task:
+            raise UsageError("give an experiment file or overrides with comma-separated values "
+                             "(e.g. model=lenet5,resnet8 seed=0,1,2)")
+        name, metric = "adhoc", "test_acc"
+    task = expand_aug_lists(task)
+    measure = getattr(experiment, "measure", None)
+    if not measure and not any(o.startswith("trainer.progress=") for o in task):
+        task = ["trainer.progress=none", *task]
+    return SweepPlan(name=name, sweep_dir=_new_sweep_dir(outputs, name), task_overrides=task,
+                     hydra_overrides=hydra,
+                     experiment=str(getattr(experiment, "path", "")) or (experiment.name if experiment else None),
+                     scale=scale, metric=metric, measure=measure,
+                     measure_args=dict(getattr(experiment, "measure_args", None) or {}))
+
+
+def _new_sweep_dir(outputs: str | Path, name: str) -> Path:
+    """sweeps/<name>-<time>, or <name>-<time>-2, -3, ... if a sweep of that second exists."""
+    from cnnlab.run import ensure_writable
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root = ensure_writable(sweeps_root(outputs))
+    sweep_dir = root / f"{name}-{stamp}"
+    n = 1
+    while sweep_dir.exists():
+        n += 1
+        sweep_dir = root / f"{name}-{stamp}-{n}"
+    return sweep_dir
+
+
+def plan_targets(targets: list[str], outputs: str | Path, scale: str = "quick",
+                 resume: bool = False) -> tuple[SweepPlan, Any]:
+    """`cnnlab sweep`'s arguments -> (plan, experiment spec or None). The first target, unless it
+    is an override, is an experiment file or name (with `resume`, also a sweep folder); an
+    `outputs=` override moves the sweeps folder."""
+    from cnnlab.lab import experiment as exp
+
+    targets = list(targets)
+    spec, resume_dir = None, None
+    if targets and "=" not in targets[0]:
+        first = Path(targets[0])
+        if resume and (first / "sweep.yaml").is_file():
+            resume_dir = first
+        else:
+            spec = exp.load(first)
+            spec.path = str(first)
+        targets = targets[1:]
+    for o in targets:
+        if o.startswith("outputs="):
+            outputs = Path(o.split("=", 1)[1])
+    p = plan(targets, outputs, experiment=spec, scale=scale, resume=resume, resume_dir=resume_dir)
+    if spec is None and p.experiment and Path(p.experiment).suffix == ".yaml":
+        spec = exp.load(p.experiment)  # a resumed experiment sweep: its rules make the verdict
+    return p, spec
 
 
 def save_plan(p: SweepPlan) -> None:
@@ -251,12 +295,7 @@ def save_plan(p: SweepPlan) -> None:
 
 def launch(p: SweepPlan) -> None:
     """Run the plan through Hydra's multirun (its sweeper and launcher)."""
-    from hydra import version
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.global_hydra import GlobalHydra
-
-    from cnnlab.config import conf_dir, register_schemas
+    from cnnlab.config import register_schemas
 
     save_plan(p)
     if p.measure:
@@ -265,7 +304,6 @@ def launch(p: SweepPlan) -> None:
         measures.launch(p.measure, p.measure_args, p.sweep_dir, p.jobs)
         return
     register_schemas()
-    version.setbase("1.3")
     overrides = [
         *p.task_overrides,
         f"hydra.sweep.dir={p.sweep_dir / 'jobs'}",
@@ -275,17 +313,46 @@ def launch(p: SweepPlan) -> None:
         f"+hydra.job.env_set.CNNLAB_METRIC={p.metric}",
         *p.hydra_overrides,
     ]
-    GlobalHydra.instance().clear()
     try:
-        hydra = Hydra.create_main_hydra2(task_name="cnnlab",
-                                         config_search_path=create_config_search_path(str(conf_dir())))
-        hydra.multirun(config_name="config", task_function=sweep_job, overrides=overrides)
+        _hydra_multirun(overrides)
     except (KeyboardInterrupt, CnnlabError):
         raise
     except Exception as exc:
         text = str(exc).strip().splitlines()
         raise UsageError(f"hydra could not run the sweep: {text[0] if text else type(exc).__name__}") from exc
+
+
+def _hydra_multirun(overrides: list[str]) -> None:
+    """`<app> --multirun overrides...` with `sweep_job` as the task, through `hydra.main`.
+
+    hydra.main is Hydra's one public way to run a multirun with a task function (the compose
+    API makes configs but launches nothing). It reads its command line from sys.argv and, unless
+    HYDRA_FULL_ERROR is set, prints an error and exits the process; so both are set for the
+    call and put back after. `--` keeps an override that starts with '-' from being read as a
+    flag, and hydra.job.name keeps the job name cnnlab (hydra.main would name it after the task
+    function's module).
+    """
+    import os
+    import sys
+
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from cnnlab.config import conf_dir
+
+    main = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(sweep_job)
+    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = ["cnnlab", "--multirun", "--", "hydra.job.name=cnnlab", *overrides]
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    GlobalHydra.instance().clear()
+    try:
+        main()
     finally:
+        sys.argv = argv
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error
         GlobalHydra.instance().clear()
 
 
@@ -309,6 +376,12 @@ def to_target(metrics_csv: Path, metric: str, value: float) -> tuple[float, floa
     return float(len(m) + 1), total * (len(m) + 1) / max(len(m), 1)
 
 
+# summary.json numbers a job row carries (the run folder holds the rest)
+RUN_COLUMNS = ("test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
+               "best_epoch", "epochs_run", "params", "train_seconds", "images_per_sec",
+               "overhead_seconds")
+
+
 def job_table(sweep_dir: Path, target=None):
     """One row per job folder: its overrides as columns, status, error and run summary.
 
@@ -319,33 +392,37 @@ def job_table(sweep_dir: Path, target=None):
 
     rows = []
     for job_dir in sorted(p for p in (sweep_dir / "jobs").iterdir() if p.is_dir()):
-        info_path = job_dir / "job.json"
-        if not info_path.exists():
-            continue
-        info = json.loads(info_path.read_text())
-        row: dict[str, Any] = {"job": job_dir.name}
-        for o in info.get("overrides", []):
-            key, _, value = o.lstrip("+").partition("=")
-            if key != "trainer.progress":
-                row[key] = value
-        row["status"] = read_status(job_dir)
-        row["error"] = info.get("error")
-        if info.get("measure"):
-            from cnnlab.lab.measures import job_rows
-
-            rows.extend(job_rows(job_dir, row) if row["status"] in FINISHED else [row])
-            continue
-        summary_path = job_dir / "run" / "summary.json"
-        if summary_path.exists() and row["status"] in FINISHED:
-            summary = json.loads(summary_path.read_text())
-            for k in ("test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
-                      "best_epoch", "epochs_run", "params", "train_seconds", "images_per_sec",
-                      "overhead_seconds"):
-                row[k] = summary.get(k)
-            if row.get("train_acc") is not None and row.get("test_acc") is not None:
-                row["gap"] = row["train_acc"] - row["test_acc"]
-            if target is not None and (job_dir / "run" / "metrics.csv").exists():
-                row["epochs_to_target"], row["seconds_to_target"] = to_target(
-                    job_dir / "run" / "metrics.csv", target.metric, target.value)
-        rows.append(row)
+        if (job_dir / "job.json").exists():
+            rows.extend(_job_rows(job_dir, target))
     return pd.DataFrame(rows)
+
+
+def _job_rows(job_dir: Path, target) -> list[dict]:
+    """A job folder's row (a finished measurement job: one per row it measured)."""
+    info = json.loads((job_dir / "job.json").read_text())
+    row: dict[str, Any] = {"job": job_dir.name}
+    for o in info.get("overrides", []):
+        key, _, value = o.lstrip("+").partition("=")
+        if key != "trainer.progress":
+            row[key] = value
+    row["status"] = read_status(job_dir)
+    row["error"] = info.get("error")
+    if info.get("measure"):
+        from cnnlab.lab.measures import job_rows
+
+        return job_rows(job_dir, row) if row["status"] in FINISHED else [row]
+    if (job_dir / "run" / "summary.json").exists() and row["status"] in FINISHED:
+        _add_run_columns(row, job_dir / "run", target)
+    return [row]
+
+
+def _add_run_columns(row: dict, run_dir: Path, target) -> None:
+    """The run's summary numbers, `gap`, and with a target the epochs and seconds to reach it."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for k in RUN_COLUMNS:
+        row[k] = summary.get(k)
+    if row.get("train_acc") is not None and row.get("test_acc") is not None:
+        row["gap"] = row["train_acc"] - row["test_acc"]
+    if target is not None and (run_dir / "metrics.csv").exists():
+        row["epochs_to_target"], row["seconds_to_target"] = to_target(
+            run_dir / "metrics.csv", target.metric, target.value)

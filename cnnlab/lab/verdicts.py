@@ -72,9 +72,7 @@ def decide(spec: ExperimentSpec, df, ensembles=None) -> dict:
                for v in [spec.verdict, *getattr(spec, "also", [])]]
     if len(results) == 1:
         return results[0]
-    outcomes = [r["verdict"] for r in results]
-    verdict = ("supported" if all(o == "supported" for o in outcomes) else
-               "not supported" if "not supported" in outcomes else "inconclusive")
+    verdict = _combine([r["verdict"] for r in results])
     text = " | ".join(f"rule {i + 1} ({r['verdict']}): {r['text']}" for i, r in enumerate(results))
     return {"verdict": verdict, "text": text, "evidence": results[0]["evidence"], "parts": results}
 
@@ -94,14 +92,31 @@ def _decide_rule(v: VerdictSpec, metric: str, df, axes: list[str], ensembles=Non
     return _decide_differ(v, metric, df)
 
 
+def _combine(outcomes: list[str]) -> str:
+    """Cells (or rules) -> one verdict: supported only if every one is, not supported if any is."""
+    if outcomes and all(o == "supported" for o in outcomes):
+        return "supported"
+    return "not supported" if "not supported" in outcomes else "inconclusive"
+
+
 def _decide_near(v: VerdictSpec, metric: str, df, axes: list[str]) -> dict:
     """Each cell's mean of `metric` within `tolerance` (relative) of `expected` (a number, or a
     column whose mean in the cell is the expected value)."""
+    sub = _select(_select(df, v.when), v.a)
+    evidence = _near_evidence(v, metric, sub, axes)
+    if not evidence:
+        return {"verdict": "inconclusive", "text": f"no rows where {cond({**v.when, **v.a})}",
+                "evidence": []}
+    return {"verdict": _combine([e["outcome"] for e in evidence]),
+            "text": _near_text(v, metric, evidence), "evidence": evidence}
+
+
+def _near_evidence(v: VerdictSpec, metric: str, sub, axes: list[str]) -> list[dict]:
+    """One item per cell (every axis but the seed that varies in `sub`): mean, expected, outcome."""
     import pandas as pd
 
-    sub = _select(_select(df, v.when), v.a)
     groups = [a for a in axes if a != "seed" and a in sub.columns and sub[a].nunique(dropna=False) > 1]
-    evidence, outcomes = [], []
+    evidence = []
     grouped = sub.groupby(groups, sort=False, dropna=False) if groups else [((), sub)]
     for key, cell in grouped:
         key = key if isinstance(key, tuple) else (key,)
@@ -115,62 +130,63 @@ def _decide_near(v: VerdictSpec, metric: str, df, axes: list[str]) -> dict:
         else:
             rel = got["mean"] / expected - 1
             outcome = "supported" if abs(rel) <= v.tolerance + 1e-12 else "not supported"
-        outcomes.append(outcome)
         evidence.append({"cell": dict(zip(groups, key)), "mean": got["mean"], "n": got["n"],
                          "expected": expected, "relative": rel, "outcome": outcome})
-    if not outcomes:
-        return {"verdict": "inconclusive", "text": f"no rows where {cond({**v.when, **v.a})}",
-                "evidence": []}
-    verdict = ("supported" if all(o == "supported" for o in outcomes) else
-               "not supported" if "not supported" in outcomes else "inconclusive")
+    return evidence
+
+
+def _near_text(v: VerdictSpec, metric: str, evidence: list[dict]) -> str:
     off = [e for e in evidence if e["outcome"] != "supported"]
     worst = max(evidence, key=lambda e: abs(e["relative"]) if math.isfinite(e["relative"]) else -1)
     what = f"'{v.expected}'" if isinstance(v.expected, str) else f"{v.expected:g}"
-    text = (f"{metric} / expected {what} - 1 within ±{v.tolerance:g} in {len(evidence) - len(off)} "
-            f"of {len(evidence)} cells{' where ' + cond({**v.when, **v.a}) if v.when or v.a else ''}; "
+    where = " where " + cond({**v.when, **v.a}) if v.when or v.a else ""
+    return (f"{metric} / expected {what} - 1 within ±{v.tolerance:g} in {len(evidence) - len(off)} "
+            f"of {len(evidence)} cells{where}; "
             f"largest deviation {worst['relative']:+.3f} at {cond(worst['cell']) or 'all'} "
             f"({worst['mean']:.4g} vs {worst['expected']:.4g})")
-    return {"verdict": verdict, "text": text, "evidence": evidence}
 
 
 def _decide_greater(v: VerdictSpec, metric: str, df, axes: list[str]) -> dict:
-    cells = [{}]
-    if v.when:
-        keys = list(v.when)
-        lists = [val if isinstance(val, (list, tuple)) else [val] for val in v.when.values()]
-        cells = [dict(zip(keys, combo)) for combo in itertools.product(*lists)]
-    evidence, outcomes = [], []
-    for cell in cells:
-        sub = _select(df, cell)
-        a = mean_ci(_select(sub, v.a)[metric].tolist())
-        b = mean_ci(_select(sub, v.b)[metric].tolist())
-        item = {"cell": cell, "a": a, "b": b}
-        if v.paired:
-            d = item["diff"] = mean_ci(paired_differences(sub, v.a, v.b, metric, axes))
-            lo, hi, n = d["ci_lo"], d["ci_hi"], d["n"]
-            outcome = ("inconclusive" if n == 0 else "supported" if lo > 0 else
-                       "not supported" if hi < 0 else "inconclusive")
-        elif a["n"] == 0 or b["n"] == 0:
-            outcome = "inconclusive"
-        elif a["ci_lo"] > b["ci_hi"]:
-            outcome = "supported"
-        elif a["ci_hi"] < b["ci_lo"]:
-            outcome = "not supported"
-        else:
-            outcome = "inconclusive"
-        outcomes.append(outcome)
-        evidence.append({**item, "outcome": outcome})
-    if all(o == "supported" for o in outcomes):
-        verdict = "supported"
-    elif any(o == "not supported" for o in outcomes):
-        verdict = "not supported"
-    else:
-        verdict = "inconclusive"
+    evidence = [_greater_cell(v, metric, _select(df, cell), axes, cell) for cell in _when_cells(v.when)]
     lines = [f"{cond(e['cell']) + ': ' if e['cell'] else ''}{metric} at {cond(v.a)} {_pm(e['a'])} "
              f"vs {cond(v.b)} {_pm(e['b'])}"
              + (f", paired difference {_pm(e['diff'])}" if 'diff' in e else "")
              + f": {e['outcome']}" for e in evidence]
-    return {"verdict": verdict, "text": "; ".join(lines), "evidence": evidence}
+    return {"verdict": _combine([e["outcome"] for e in evidence]), "text": "; ".join(lines),
+            "evidence": evidence}
+
+
+def _when_cells(when: dict) -> list[dict]:
+    """The cells of a `when` (axis -> value or list of values): every combination, or one cell
+    of all rows when there is no `when`."""
+    if not when:
+        return [{}]
+    lists = [val if isinstance(val, (list, tuple)) else [val] for val in when.values()]
+    return [dict(zip(when, combo)) for combo in itertools.product(*lists)]
+
+
+def _greater_cell(v: VerdictSpec, metric: str, sub, axes: list[str], cell: dict) -> dict:
+    """One cell of a `greater` rule: a's and b's intervals (and the paired difference's)."""
+    a = mean_ci(_select(sub, v.a)[metric].tolist())
+    b = mean_ci(_select(sub, v.b)[metric].tolist())
+    item = {"cell": cell, "a": a, "b": b}
+    if v.paired:
+        d = item["diff"] = mean_ci(paired_differences(sub, v.a, v.b, metric, axes))
+        outcome = "inconclusive" if d["n"] == 0 else _above_zero(d)
+    elif a["n"] == 0 or b["n"] == 0:
+        outcome = "inconclusive"
+    elif a["ci_lo"] > b["ci_hi"]:
+        outcome = "supported"
+    elif a["ci_hi"] < b["ci_lo"]:
+        outcome = "not supported"
+    else:
+        outcome = "inconclusive"
+    return {**item, "outcome": outcome}
+
+
+def _above_zero(d: dict) -> str:
+    """A difference's interval: above zero supports, below zero contradicts, else inconclusive."""
+    return "supported" if d["ci_lo"] > 0 else "not supported" if d["ci_hi"] < 0 else "inconclusive"
 
 
 def paired_differences(df, a: dict, b: dict, metric: str, axes: list[str]) -> list[float]:
@@ -194,42 +210,44 @@ def _decide_best(v: VerdictSpec, metric: str, df, axes: list[str]) -> dict:
     """In each recommended cell: is the recommended level of `by` the best? Supported there if it
     has the highest mean and no other level beats it by a paired interval above zero; not
     supported if some level does; inconclusive otherwise (not first, but not clearly beaten)."""
-    evidence, outcomes = [], []
-    for rec in v.recommend:
-        sub = _select(df, rec["when"])
-        chosen = fmt_value(rec["best"])
-        levels = {lv: mean_ci(g[metric].tolist()) for lv, g in sub.groupby(sub[v.by].astype(str), sort=False)}
-        levels = {lv: st for lv, st in levels.items() if st["n"] > 0}
-        beaten_by = []
-        for lv in levels:
-            if lv != chosen:
-                d = mean_ci(paired_differences(sub, {v.by: lv}, {v.by: chosen}, metric, axes))
-                if d["n"] > 1 and d["ci_lo"] > 0:
-                    beaten_by.append(lv)
-        top = max(levels, key=lambda lv: levels[lv]["mean"]) if levels else None
-        if chosen not in levels:
-            outcome = "inconclusive"
-        elif beaten_by:
-            outcome = "not supported"
-        elif top == chosen:
-            outcome = "supported"
-        else:
-            outcome = "inconclusive"
-        outcomes.append(outcome)
-        evidence.append({"cell": dict(rec["when"]), "recommended": chosen, "best": top,
-                         "levels": levels, "beaten_by": beaten_by, "outcome": outcome})
-    verdict = ("supported" if outcomes and all(o == "supported" for o in outcomes) else
-               "not supported" if "not supported" in outcomes else "inconclusive")
-    lines = []
-    for e in evidence:
-        rec = e["levels"].get(e["recommended"], {"n": 0})
-        text = f"{cond(e['cell'])}: recommended {e['recommended']} {_pm(rec)}"
-        if e["best"] != e["recommended"] and e["best"] is not None:
-            text += f", best {e['best']} {_pm(e['levels'][e['best']])}"
-        if e["beaten_by"]:
-            text += f", beaten (paired) by {', '.join(e['beaten_by'])}"
-        lines.append(f"{text}: {e['outcome']}")
-    return {"verdict": verdict, "text": "; ".join(lines), "evidence": evidence}
+    evidence = [_best_cell(v, metric, _select(df, rec["when"]), axes, rec) for rec in v.recommend]
+    return {"verdict": _combine([e["outcome"] for e in evidence]),
+            "text": "; ".join(_best_line(e) for e in evidence), "evidence": evidence}
+
+
+def _best_cell(v: VerdictSpec, metric: str, sub, axes: list[str], rec: dict) -> dict:
+    """One recommended cell: each level's interval, the levels that beat the recommended one
+    seed by seed, the top level and the outcome."""
+    chosen = fmt_value(rec["best"])
+    levels = {lv: mean_ci(g[metric].tolist()) for lv, g in sub.groupby(sub[v.by].astype(str), sort=False)}
+    levels = {lv: st for lv, st in levels.items() if st["n"] > 0}
+    beaten_by = []
+    for lv in levels:
+        if lv != chosen:
+            d = mean_ci(paired_differences(sub, {v.by: lv}, {v.by: chosen}, metric, axes))
+            if d["n"] > 1 and d["ci_lo"] > 0:
+                beaten_by.append(lv)
+    top = max(levels, key=lambda lv: levels[lv]["mean"]) if levels else None
+    if chosen not in levels:
+        outcome = "inconclusive"
+    elif beaten_by:
+        outcome = "not supported"
+    elif top == chosen:
+        outcome = "supported"
+    else:
+        outcome = "inconclusive"
+    return {"cell": dict(rec["when"]), "recommended": chosen, "best": top,
+            "levels": levels, "beaten_by": beaten_by, "outcome": outcome}
+
+
+def _best_line(e: dict) -> str:
+    rec = e["levels"].get(e["recommended"], {"n": 0})
+    text = f"{cond(e['cell'])}: recommended {e['recommended']} {_pm(rec)}"
+    if e["best"] != e["recommended"] and e["best"] is not None:
+        text += f", best {e['best']} {_pm(e['levels'][e['best']])}"
+    if e["beaten_by"]:
+        text += f", beaten (paired) by {', '.join(e['beaten_by'])}"
+    return f"{text}: {e['outcome']}"
 
 
 def _decide_differ(v: VerdictSpec, metric: str, df) -> dict:
@@ -266,8 +284,7 @@ def _decide_ensemble(ensembles) -> dict:
                    else "inconclusive")
         outcomes.append(outcome)
         evidence.append({"cell": row["cell"], "members": m, "ensemble_acc": e, "outcome": outcome})
-    verdict = ("supported" if all(o == "supported" for o in outcomes) else
-               "not supported" if "not supported" in outcomes else "inconclusive")
+    verdict = _combine(outcomes)
     text = "; ".join(f"{e['cell'] or 'all'}: ensemble {e['ensemble_acc']:.4f} vs members "
                      f"{_pm(e['members'])}: {e['outcome']}" for e in evidence)
     return {"verdict": verdict, "text": text, "evidence": evidence}

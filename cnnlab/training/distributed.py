@@ -57,9 +57,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from cnnlab.config.checks import LR_SCALINGS, check_processes  # noqa: F401  (checked at compose)
 from cnnlab.errors import CnnlabError, UsageError
 
-LR_SCALINGS = ("none", "linear")
 _ACTIVE: Optional["Context"] = None  # this process's group while a distributed run is on
 _LAUNCHED_AT: Optional[float] = None  # a launched worker: time.time() when the parent's train began
 
@@ -139,28 +139,18 @@ def resolve_devices(value: Any) -> int:
 
 
 def check(cfg: Any, world: int) -> None:
-    """Settings a run of `world` processes cannot honour: one line, before anything starts."""
-    scaling = cfg.trainer.get("lr_scaling", "none")
-    if scaling not in LR_SCALINGS:
-        raise UsageError(f"unknown trainer.lr_scaling '{scaling}'; "
-                         f"choose from: {', '.join(LR_SCALINGS)}")
+    """Settings a run of `world` processes cannot honour: one line, before anything starts. The
+    config-only ones ran at compose when trainer.devices was a number; auto resolves here."""
+    check_processes(cfg, world)
     if world == 1:
         return
-    from cnnlab import transfer
-
-    if cfg.transfer.name in transfer.PROBES:
-        raise UsageError(f"transfer={cfg.transfer.name} fits its probes in one process; "
-                         "use trainer.devices=1")
-    device = str(cfg.trainer.device)
-    if device == "mps" or ":" in device:
-        raise UsageError(f"trainer.device={device} names one device; with trainer.devices={world} "
-                         "use trainer.device=auto, cuda or cpu")
+    device = str(cfg.trainer.accelerator)
     if device in ("auto", "cuda"):
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if device == "cuda" and gpus == 0:
-            raise UsageError("trainer.device=cuda but this machine has no CUDA device")
+            raise UsageError("trainer.accelerator=cuda but this machine has no CUDA device")
         if gpus and world > gpus:
             raise UsageError(f"trainer.devices={world} but this machine has {gpus} CUDA GPU(s); "
                              "NCCL runs one process per GPU")
@@ -273,7 +263,7 @@ def setup(p: Plan, cfg: Any) -> Context:
     from cnnlab.training.device import resolve_device
 
     env = p.env
-    device = resolve_device(cfg.trainer.device)
+    device = resolve_device(cfg.trainer.accelerator)
     if device.type == "cuda":
         if env.local_rank >= torch.cuda.device_count():
             raise UsageError(f"local rank {env.local_rank} has no GPU: this node has "

@@ -1,7 +1,8 @@
 """The training loop: epochs of train steps, a validation pass, best-weights tracking, early
-stopping, checkpoints and one metrics row per epoch. Read it top to bottom.
+stopping, checkpoints and one metrics row per epoch. `fit` -> `_epochs` reads top to bottom; each
+feature is one small function below it.
 
-Data-parallel runs (cnnlab.training.distributed) pass their `group`: the model is then the DDP wrapper,
+Data-parallel runs (cnnlab.training.distributed) pass their `ctx`: the model is then the DDP wrapper,
 the epoch's train sums are added over the ranks, and validation runs on rank 0 and is shared,
 so every rank takes the same early-stop, schedule and best-weights decisions.
 
@@ -20,9 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from cnnlab import checkpoint
-from cnnlab.training import resume
+from cnnlab.training import resume, step
 from cnnlab.evaluation.evaluate import evaluate, topk_correct
 from cnnlab.training.signals import Interrupted, Stopper
+
+REPORT_EVERY = 5  # batches between progress updates: each one syncs the device (.item())
+NO_VAL = {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
 
 
 @dataclass
@@ -44,28 +48,105 @@ class FitResult:
     since_best: int = 0
 
 
-def _improved(value: float, best: float, mode: str) -> bool:
-    if math.isnan(value):
-        return False
-    if math.isnan(best):
-        return True
-    return value > best if mode == "max" else value < best
+@dataclass
+class EpochStats:
+    """One training epoch's sums: loss and correct stay tensors on the device until it ends."""
+    loss_sum: Any
+    correct: Any
+    lr: float  # the lr the epoch started with (the head's, under transfer.lr_mult)
+    seen: int = 0
+    skipped: int = 0  # steps a loss scaler skipped
+    seconds_before: float = 0.0  # a resumed epoch's training time before the interruption
+    started: float = 0.0  # time.perf_counter() when this sitting's batches began
+    seconds: float = 0.0  # the epoch's training time, set when it ends
+    bad: bool = False  # a non-finite loss ended it (on_nan=stop|rollback)
+
+    @classmethod
+    def begin(cls, device, partial: Optional[dict], optimizer) -> "EpochStats":
+        """Zero sums, or an interrupted epoch's sums so far (its metrics row comes out the same)."""
+        import torch
+
+        lr = partial["lr"] if partial else max(g["lr"] for g in optimizer.param_groups)
+        stats = cls(torch.zeros((), dtype=torch.float64, device=device),
+                    torch.zeros((), dtype=torch.long, device=device), lr)
+        if partial:
+            stats.loss_sum += partial["loss_sum"].to(device)
+            stats.correct += partial["correct"].to(device)
+            stats.seen, stats.skipped = partial["seen"], partial["skipped"]
+            stats.seconds_before = partial["seconds"]
+        return stats
+
+    def add(self, loss, logits, y) -> None:
+        n = y.shape[0]
+        self.loss_sum += loss.detach().double() * n
+        hard = y.argmax(1) if y.dim() == 2 else y  # soft targets after mixup/cutmix
+        self.correct += topk_correct(logits.detach(), hard, ks=(1,))[0]
+        self.seen += n
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def position(self, loader, batch: int) -> dict:
+        """Where a mid-epoch last.pt resumes: the loader's position and the sums so far."""
+        position = loader.position(batch)
+        position.update(loss_sum=self.loss_sum.cpu(), correct=self.correct.cpu(), seen=self.seen,
+                        skipped=self.skipped, lr=self.lr, seconds=self.elapsed())
+        return position
+
+    @property
+    def loss(self) -> float:
+        return float(self.loss_sum) / max(self.seen, 1)
+
+    @property
+    def acc(self) -> float:
+        return float(self.correct) / max(self.seen, 1)
+
+
+@dataclass
+class _Loop:
+    """What one fit works with, fixed for the whole run: fit's arguments, resolved."""
+    model: Any  # what trains: the net, or its DDP wrapper
+    net: Any  # the bare net: saved and evaluated
+    train_loader: Any
+    val_loader: Any
+    optimizer: Any
+    scheduler: Any
+    sched_when: str
+    cfg: Any
+    precision: Any
+    progress: Any
+    run: Any
+    criterion: Any
+    eval_crop: Any
+    ctx: Any
+    stopper: Optional[Stopper]
+    has_val: bool
+    monitor: str
+    on_nan: str
+    max_rollbacks: int
+    check_each_step: bool
+    state: resume.LoopState  # what last.pt and a rollback point hold
+
+    @property
+    def mode(self) -> str:
+        return "max" if self.monitor.endswith("acc") else "min"
 
 
 def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, cfg: Any,
-        precision, progress, run=None, criterion=None, eval_crop=None, group=None,
+        precision, progress, run=None, criterion=None, eval_crop=None, ctx=None,
         state: Optional[dict] = None) -> FitResult:
     """Train `model` for cfg.epochs (a TrainerConfig); returns the history and the best weights.
 
     eval_crop: validate on centre crops of this side (training on aug.crop_size crops).
-    group: a cnnlab.training.distributed.Context when `model` is its DistributedDataParallel wrapper.
+    ctx: a cnnlab.training.distributed.Context when `model` is its DistributedDataParallel wrapper.
     state: a last.pt checkpoint to continue from (cnnlab.training.resume)."""
-    stopper = Stopper() if group is None else None  # see the module docstring
+    stopper = Stopper() if ctx is None else None  # see the module docstring
     try:
         if stopper is not None:
             stopper.__enter__()
-        return _fit(model, train_loader, val_loader, optimizer, scheduler, sched_when, cfg,
-                    precision, progress, run, criterion, eval_crop, group, state, stopper)
+        loop = _loop(model, train_loader, val_loader, optimizer, scheduler, sched_when, cfg,
+                     precision, progress, run, criterion, eval_crop, ctx, stopper)
+        return _epochs(loop, state)
     except MemoryError as exc:
         raise resume.out_of_memory(cfg, exc) from exc
     except RuntimeError as exc:
@@ -77,184 +158,253 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
             stopper.__exit__()
 
 
-def _fit(model, train_loader, val_loader, optimizer, scheduler, sched_when, cfg, precision,
-         progress, run, criterion, eval_crop, group, state, stopper) -> FitResult:
-    import torch
-
-    net = model.module if group is not None else model  # weights are saved and evaluated bare
-    criterion = criterion or torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+def _loop(model, train_loader, val_loader, optimizer, scheduler, sched_when, cfg, precision,
+          progress, run, criterion, eval_crop, ctx, stopper) -> _Loop:
+    net = model.module if ctx is not None else model  # weights are saved and evaluated bare
     has_val = val_loader is not None and val_loader.num_samples > 0
-    monitor = cfg.monitor if has_val else cfg.monitor.replace("val_", "train_")
-    mode = "max" if monitor.endswith("acc") else "min"
     on_nan = getattr(cfg, "on_nan", "stop")
-    max_rollbacks = getattr(cfg, "max_rollbacks", 3)
-    report_every = 5  # batches between progress updates: each one syncs the device (.item())
-    device = train_loader.path.device
     # a CPU "sync" is free, so the loss is checked before every step there (a bad step never
     # reaches the weights); on a GPU only at the progress syncs and the epoch's end, unless
     # on_nan=skip, which must know before it steps (one sync per step)
-    check_each_step = device.type == "cpu" or on_nan == "skip"
-    parts = resume.Parts(net, optimizer, scheduler, precision, train_loader, run, monitor)
+    check_each_step = train_loader.path.device.type == "cpu" or on_nan == "skip"
+    return _Loop(
+        model=model, net=net, train_loader=train_loader, val_loader=val_loader,
+        optimizer=optimizer, scheduler=scheduler, sched_when=sched_when, cfg=cfg,
+        precision=precision, progress=progress, run=run,
+        criterion=criterion or step.criterion(cfg.label_smoothing), eval_crop=eval_crop,
+        ctx=ctx, stopper=stopper, has_val=has_val,
+        monitor=cfg.monitor if has_val else cfg.monitor.replace("val_", "train_"),
+        on_nan=on_nan, max_rollbacks=getattr(cfg, "max_rollbacks", 3),
+        check_each_step=check_each_step,
+        state=resume.LoopState(net, optimizer, scheduler, precision, run))
 
+
+def _epochs(loop: _Loop, state: Optional[dict]) -> FitResult:
+    """The run: train an epoch, handle a non-finite loss, validate, keep the best, save, stop."""
     result = FitResult()
-    epoch, partial = 0, None
-    if state is not None:  # continue where last.pt stopped, RNG streams included
-        epoch, partial = resume.restore(state, parts, result)
-        if run is not None:
-            run.log(f"resumed after epoch {epoch}"
-                    + (f", batch {partial['batch']} of epoch {epoch + 1}" if partial else ""))
-    good = resume.snapshot(parts, result, epoch) if on_nan == "rollback" else None
-
-    def save_last(epoch_done: int, position: Optional[dict] = None) -> None:
-        if run is None or not cfg.checkpoints:
-            return
-        if not checkpoint.all_finite(net.state_dict()):  # never write weights that are not finite
-            run.log(f"not saving last.pt after epoch {epoch_done}: the weights are not finite")
-            return
-        checkpoint.save(resume.snapshot(parts, result, epoch_done, position, copy=False),
-                        run.checkpoints / "last.pt")
-
-    while epoch < cfg.epochs:
+    epoch, partial = _resume(loop, result, state)
+    good = resume.snapshot(loop.state, result, epoch) if loop.on_nan == "rollback" else None
+    while epoch < loop.cfg.epochs:
         epoch += 1
-        model.train()
-        start_batch = partial["batch"] if partial else 0
-        train_loader.set_epoch(epoch, start_batch, partial["aug"] if partial else None)
-        progress.start_epoch(epoch, len(train_loader))
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        seen = skipped = 0
-        seconds_before = 0.0
-        if partial:  # the interrupted epoch's sums so far: its metrics row comes out the same
-            loss_sum += partial["loss_sum"].to(device)
-            correct += partial["correct"].to(device)
-            seen, skipped, seconds_before = partial["seen"], partial["skipped"], partial["seconds"]
-        # the lr the epoch started with (the head's, under transfer.lr_mult)
-        lr = partial["lr"] if partial else max(g["lr"] for g in optimizer.param_groups)
+        stats = _train_epoch(loop, result, epoch, partial)
         partial = None
-        bad = False  # a non-finite loss under on_nan=stop|rollback
-        start = time.perf_counter()
-        for b, (x, y) in enumerate(train_loader, start=start_batch + 1):
-            if math.isnan(result.first_batch_at):
-                result.first_batch_at = time.time()
-            with precision.autocast():
-                out = model(x)
-                if isinstance(out, tuple):  # auxiliary heads (GoogLeNet) in training mode:
-                    logits = out[0]  # their losses weigh 0.3 (Szegedy et al. 2015, sec. 5)
-                    loss = criterion(logits, y) + 0.3 * sum(criterion(a, y) for a in out[1:])
-                else:
-                    logits = out
-                    loss = criterion(logits, y)
-            result.global_step += 1
-            optimizer.zero_grad(set_to_none=True)
-            if check_each_step and not bool(torch.isfinite(loss.detach())):
-                result.nan_steps += 1
-                if run is not None:
-                    run.log(f"epoch {epoch} batch {b}: loss is {float(loss.detach())} (on_nan={on_nan})")
-                if on_nan != "skip":
-                    bad = True
-                    break
-                continue  # on_nan=skip: no update, and the loss stays out of the epoch's sums
-            # backward, clip, step; False when a loss scaler skipped the step (inf/nan grads)
-            if precision.step(loss, optimizer, model, cfg.grad_clip):
-                if sched_when == "step":  # the schedule counts real updates only
-                    scheduler.step()
-            else:
-                skipped += 1
-            n = x.shape[0]
-            loss_sum += loss.detach().double() * n
-            hard = y.argmax(1) if y.dim() == 2 else y  # soft targets after mixup/cutmix
-            correct += topk_correct(logits.detach(), hard, ks=(1,))[0]
-            seen += n
-            if b % report_every == 0 or b == len(train_loader):
-                elapsed = time.perf_counter() - start
-                running = loss_sum.item() / max(seen, 1)
-                if not math.isfinite(running) and on_nan != "skip":
-                    result.nan_steps += 1
-                    bad = True
-                    break
-                progress.batch(b, running, correct.item() / max(seen, 1), seen / max(elapsed, 1e-9))
-            if stopper is not None and stopper.requested:
-                position = train_loader.position(b)
-                position.update(loss_sum=loss_sum.cpu(), correct=correct.cpu(), seen=seen,
-                                skipped=skipped, lr=lr, seconds=seconds_before + time.perf_counter() - start)
-                save_last(epoch - 1, position)
-                raise _interrupted(stopper, run, cfg, f"in epoch {epoch} after batch {b}/{len(train_loader)}")
-        train_seconds = seconds_before + time.perf_counter() - start
-        if group is not None:  # every rank sees the global numbers (one collective per epoch)
-            loss_sum, correct, seen = group.all_sum(loss_sum, correct, seen)
-            seen = int(seen)
-        train_loss, train_acc = float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1)
-        if bad or (not math.isfinite(train_loss) and seen) or (
-                on_nan == "skip" and not checkpoint.all_finite(net.state_dict())):
-            if on_nan == "rollback" and result.rollbacks < max_rollbacks:
-                result.rollbacks += 1
-                epoch, partial = resume.rollback(good, parts, result)
-                if run is not None:
-                    run.log(f"epoch {epoch + 1}: non-finite loss; rollback {result.rollbacks}/"
-                            f"{max_rollbacks} to the state after epoch {epoch}, lr x "
-                            f"{0.5 ** result.rollbacks:g}")
+        if _diverged(loop, stats):
+            if loop.on_nan == "rollback" and result.rollbacks < loop.max_rollbacks:
+                epoch, partial = _rollback(loop, result, good)
                 continue
-            result.diverged = True
-            nan = float("nan")  # the diverged epoch's row: its loss, no validation
-            row = {"epoch": epoch, "lr": lr, "train_loss": nan, "train_acc": train_acc,
-                   "val_loss": nan, "val_acc": nan, "val_top5": nan, "epoch_seconds": train_seconds,
-                   "images_per_sec": seen / max(train_seconds, 1e-9), "skipped_steps": skipped,
-                   "loss_scale": precision.loss_scale}
-            result.history.append(row)
-            if run is not None:
-                run.log_metrics(row)
-                run.log(f"epoch {epoch}: training loss is not finite; stopping (diverged, "
-                        f"on_nan={on_nan}, {result.rollbacks} rollback(s))")
+            _stop_diverged(loop, result, epoch, stats)
             break
-        result.train_seconds += train_seconds
-        result.images_seen += seen
-        result.skipped_steps += skipped
-        result.loss_scale = precision.loss_scale
-
-        if not has_val:
-            val = {"loss": float("nan"), "acc": float("nan"), "top5": float("nan")}
-        elif group is None:
-            val = evaluate(net, val_loader, autocast=precision.autocast, crop=eval_crop)
-        else:  # rank 0 over the whole split, exactly as one process would
-            val = group.from_main(lambda: evaluate(net, val_loader, autocast=precision.autocast,
-                                                   crop=eval_crop))
-        row = {"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-               "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
-               "epoch_seconds": train_seconds, "images_per_sec": seen / max(train_seconds, 1e-9),
-               "skipped_steps": skipped, "loss_scale": result.loss_scale}
-        result.history.append(row)
-        if run is not None:
-            run.log_metrics(row)
-        progress.end_epoch(row)
-
-        metric = {"val_acc": val["acc"], "val_loss": val["loss"],
-                  "train_acc": train_acc, "train_loss": train_loss}[monitor]
-        if sched_when == "epoch":
-            scheduler.step(metric)
-        if _improved(metric, result.best_metric, mode):
-            result.best_metric, result.best_epoch, result.since_best = metric, epoch, 0
-            result.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            if run is not None and cfg.checkpoints:
-                checkpoint.save({"model": result.best_state, "epoch": epoch, monitor: metric},
-                                run.checkpoints / "best.pt")
-        else:
-            result.since_best += 1
-        save_last(epoch)
+        _add_epoch(result, stats, loop.precision)
+        row = _row(epoch, stats, _validate(loop), result.loss_scale)
+        _record(loop, result, row)
+        loop.progress.end_epoch(row)
+        metric = row[loop.monitor]
+        if loop.sched_when == "epoch":
+            loop.scheduler.step(metric)
+        _keep_best(loop, result, epoch, metric)
+        _save_last(loop, result, epoch)
         if good is not None:
-            good = resume.snapshot(parts, result, epoch)
-        if cfg.early_stop and result.since_best >= cfg.early_stop:
-            result.stopped_early = True
-            if run is not None:
-                run.log(f"early stop after epoch {epoch}: no {monitor} improvement in "
-                        f"{cfg.early_stop} epochs")
+            good = resume.snapshot(loop.state, result, epoch)
+        if _early_stop(loop, result, epoch):
             break
-        if stopper is not None and stopper.requested and epoch < cfg.epochs:
-            raise _interrupted(stopper, run, cfg, f"after epoch {epoch}")
+        if loop.stopper is not None and loop.stopper.requested and epoch < loop.cfg.epochs:
+            raise _interrupted(loop, f"after epoch {epoch}")
     return result
 
 
-def _interrupted(stopper: Stopper, run, cfg, where: str) -> Interrupted:
-    if run is not None and cfg.checkpoints:
+def _resume(loop: _Loop, result: FitResult, state: Optional[dict]) -> tuple[int, Optional[dict]]:
+    """(epochs done, position in the next): where last.pt stopped, RNG streams included."""
+    if state is None:
+        return 0, None
+    epoch, partial = resume.restore(state, loop.state, result)
+    if loop.run is not None:
+        loop.run.log(f"resumed after epoch {epoch}"
+                     + (f", batch {partial['batch']} of epoch {epoch + 1}" if partial else ""))
+    return epoch, partial
+
+
+def _start_epoch(loop: _Loop, epoch: int, partial: Optional[dict]) -> tuple[EpochStats, int]:
+    loop.model.train()
+    start_batch = partial["batch"] if partial else 0
+    loop.train_loader.set_epoch(epoch, start_batch, partial["aug"] if partial else None)
+    loop.progress.start_epoch(epoch, len(loop.train_loader))
+    return EpochStats.begin(loop.train_loader.path.device, partial, loop.optimizer), start_batch
+
+
+def _train_epoch(loop: _Loop, result: FitResult, epoch: int, partial: Optional[dict]) -> EpochStats:
+    """One pass over the training split (from a resumed epoch's batch on); its sums come back
+    added over the ranks. A SIGINT/SIGTERM saves last.pt here and raises Interrupted."""
+    stats, start_batch = _start_epoch(loop, epoch, partial)
+    loader = loop.train_loader
+    stats.started = time.perf_counter()
+    for b, (x, y) in enumerate(loader, start=start_batch + 1):
+        if math.isnan(result.first_batch_at):
+            result.first_batch_at = time.time()
+        logits, loss = step.forward(loop.model, x, y, loop.criterion, loop.precision)
+        result.global_step += 1
+        loop.optimizer.zero_grad(set_to_none=True)
+        if loop.check_each_step and not _finite(loss):
+            _log_bad_loss(loop, result, epoch, b, loss)
+            if loop.on_nan == "skip":
+                continue  # no update, and the loss stays out of the epoch's sums
+            stats.bad = True
+            break
+        if not _update(loop, loss):
+            stats.skipped += 1
+        stats.add(loss, logits, y)
+        if (b % REPORT_EVERY == 0 or b == len(loader)) and not _report(loop, result, stats, b):
+            stats.bad = True
+            break
+        if loop.stopper is not None and loop.stopper.requested:
+            _save_last(loop, result, epoch - 1, stats.position(loader, b))
+            raise _interrupted(loop, f"in epoch {epoch} after batch {b}/{len(loader)}")
+    stats.seconds = stats.elapsed()
+    if loop.ctx is not None:  # every rank sees the global numbers (one collective per epoch)
+        stats.loss_sum, stats.correct, seen = loop.ctx.all_sum(stats.loss_sum, stats.correct, stats.seen)
+        stats.seen = int(seen)
+    return stats
+
+
+def _finite(loss) -> bool:
+    import torch
+
+    return bool(torch.isfinite(loss.detach()))
+
+
+def _log_bad_loss(loop: _Loop, result: FitResult, epoch: int, b: int, loss) -> None:
+    result.nan_steps += 1
+    if loop.run is not None:
+        loop.run.log(f"epoch {epoch} batch {b}: loss is {float(loss.detach())} (on_nan={loop.on_nan})")
+
+
+def _update(loop: _Loop, loss) -> bool:
+    """Backward, clip, step; False when a loss scaler skipped the step (inf/nan gradients)."""
+    if not loop.precision.step(loss, loop.optimizer, loop.model, loop.cfg.grad_clip):
+        return False
+    if loop.sched_when == "step":  # the schedule counts real updates only
+        loop.scheduler.step()
+    return True
+
+
+def _report(loop: _Loop, result: FitResult, stats: EpochStats, b: int) -> bool:
+    """A progress update; False when the running loss is not finite (unless on_nan=skip)."""
+    elapsed = time.perf_counter() - stats.started
+    running = stats.loss_sum.item() / max(stats.seen, 1)
+    if not math.isfinite(running) and loop.on_nan != "skip":
+        result.nan_steps += 1
+        return False
+    loop.progress.batch(b, running, stats.correct.item() / max(stats.seen, 1),
+                        stats.seen / max(elapsed, 1e-9))
+    return True
+
+
+def _diverged(loop: _Loop, stats: EpochStats) -> bool:
+    """A non-finite loss in the epoch, or (on_nan=skip) weights that are no longer finite."""
+    return stats.bad or (not math.isfinite(stats.loss) and stats.seen > 0) or (
+        loop.on_nan == "skip" and not checkpoint.all_finite(loop.net.state_dict()))
+
+
+def _rollback(loop: _Loop, result: FitResult, good: dict) -> tuple[int, Optional[dict]]:
+    result.rollbacks += 1
+    epoch, partial = resume.rollback(good, loop.state, result)
+    if loop.run is not None:
+        loop.run.log(f"epoch {epoch + 1}: non-finite loss; rollback {result.rollbacks}/"
+                     f"{loop.max_rollbacks} to the state after epoch {epoch}, lr x "
+                     f"{0.5 ** result.rollbacks:g}")
+    return epoch, partial
+
+
+def _stop_diverged(loop: _Loop, result: FitResult, epoch: int, stats: EpochStats) -> None:
+    """The diverged epoch's row (its accuracy, no loss, no validation), and the run ends."""
+    result.diverged = True
+    _record(loop, result, _row(epoch, stats, NO_VAL, loop.precision.loss_scale,
+                               train_loss=float("nan")))
+    if loop.run is not None:
+        loop.run.log(f"epoch {epoch}: training loss is not finite; stopping (diverged, "
+                     f"on_nan={loop.on_nan}, {result.rollbacks} rollback(s))")
+
+
+def _add_epoch(result: FitResult, stats: EpochStats, precision) -> None:
+    result.train_seconds += stats.seconds
+    result.images_seen += stats.seen
+    result.skipped_steps += stats.skipped
+    result.loss_scale = precision.loss_scale
+
+
+def _validate(loop: _Loop) -> dict:
+    if not loop.has_val:
+        return NO_VAL
+
+    def val_pass():
+        return evaluate(loop.net, loop.val_loader, autocast=loop.precision.autocast,
+                        crop=loop.eval_crop)
+
+    # in a process group rank 0 evaluates the whole split, exactly as one process would
+    return val_pass() if loop.ctx is None else loop.ctx.from_main(val_pass)
+
+
+def _row(epoch: int, stats: EpochStats, val: dict, loss_scale: float,
+         train_loss: Optional[float] = None) -> dict:
+    """The epoch's metrics.csv row."""
+    return {"epoch": epoch, "lr": stats.lr,
+            "train_loss": stats.loss if train_loss is None else train_loss, "train_acc": stats.acc,
+            "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
+            "epoch_seconds": stats.seconds, "images_per_sec": stats.seen / max(stats.seconds, 1e-9),
+            "skipped_steps": stats.skipped, "loss_scale": loss_scale}
+
+
+def _record(loop: _Loop, result: FitResult, row: dict) -> None:
+    result.history.append(row)
+    if loop.run is not None:
+        loop.run.log_metrics(row)
+
+
+def _improved(value: float, best: float, mode: str) -> bool:
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value > best if mode == "max" else value < best
+
+
+def _keep_best(loop: _Loop, result: FitResult, epoch: int, metric: float) -> None:
+    """Best weights so far in memory, and in best.pt."""
+    if not _improved(metric, result.best_metric, loop.mode):
+        result.since_best += 1
+        return
+    result.best_metric, result.best_epoch, result.since_best = metric, epoch, 0
+    result.best_state = {k: v.detach().clone() for k, v in loop.net.state_dict().items()}
+    if loop.run is not None and loop.cfg.checkpoints:
+        checkpoint.save({"model": result.best_state, "epoch": epoch, loop.monitor: metric},
+                        loop.run.checkpoints / "best.pt")
+
+
+def _save_last(loop: _Loop, result: FitResult, epoch_done: int, position: Optional[dict] = None) -> None:
+    """last.pt: everything to continue the run (mid-epoch with `position`)."""
+    run = loop.run
+    if run is None or not loop.cfg.checkpoints:
+        return
+    if not checkpoint.all_finite(loop.net.state_dict()):  # never write weights that are not finite
+        run.log(f"not saving last.pt after epoch {epoch_done}: the weights are not finite")
+        return
+    checkpoint.save(resume.snapshot(loop.state, result, epoch_done, position, copy=False),
+                    run.checkpoints / "last.pt")
+
+
+def _early_stop(loop: _Loop, result: FitResult, epoch: int) -> bool:
+    early_stop = loop.cfg.early_stop
+    if not (early_stop and result.since_best >= early_stop):
+        return False
+    result.stopped_early = True
+    if loop.run is not None:
+        loop.run.log(f"early stop after epoch {epoch}: no {loop.monitor} improvement in "
+                     f"{early_stop} epochs")
+    return True
+
+
+def _interrupted(loop: _Loop, where: str) -> Interrupted:
+    stopper, run = loop.stopper, loop.run
+    if run is not None and loop.cfg.checkpoints:
         run.log(f"{stopper.name} {where}: saved checkpoints/last.pt")
         how = f"saved its state; resume with: cnnlab resume {run.root}"
     else:

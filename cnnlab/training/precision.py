@@ -21,13 +21,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from cnnlab.errors import UsageError
+from cnnlab.config.checks import AMP_DTYPES, DTYPES, ROUNDINGS, SCALERS  # noqa: F401  (checked at compose)
 from cnnlab.machine import cpu_flags
 
-DTYPES = ("float64", "float32", "bfloat16", "float16")
-AMP_DTYPES = ("bfloat16", "float16")
-LOSS_SCALES = ("none", "dynamic")
-ROUNDINGS = ("nearest", "stochastic")
 # /proc/cpuinfo flags of CPUs with native 16-bit arithmetic (x86 AVX-512/AMX, Linux aarch64)
 NATIVE_FLAGS = {"bfloat16": {"avx512_bf16", "amx_bf16", "bf16"},
                 "float16": {"avx512_fp16", "amx_fp16", "asimdhp"}}
@@ -43,7 +39,7 @@ class Precision:
     param_dtype: Any
     device_type: str
     amp_dtype: Any = None  # autocast dtype around forward+loss; None: no autocast
-    scaler: Any = None  # torch.amp.GradScaler under loss_scale=dynamic
+    scaler: Any = None  # torch.amp.GradScaler under precision.scaler=dynamic
     rounding: str = "nearest"  # how updates of 16-bit weights land on the 16-bit grid
     generator: Any = None  # the stochastic rounding's random bits, seeded: runs repeat
     skipped_steps: int = 0  # optimizer steps the scaler skipped (inf/nan gradients)
@@ -179,29 +175,15 @@ def _warn(message: str) -> None:
 
 
 def create(cfg: Any, device) -> Precision:
-    """The Precision of a PrecisionConfig on `device` (sets the process-wide CUDA TF32 flags)."""
+    """The Precision of a PrecisionConfig on `device` (sets the process-wide CUDA TF32 flags).
+    Names and combinations are checked at compose (cnnlab.config.checks.check_precision); what
+    depends on the device (TF32 off CUDA, a CPU without native 16-bit) warns here."""
     import torch
 
     get = cfg.get if hasattr(cfg, "get") else lambda k, d=None: getattr(cfg, k, d)
     dtype, amp = get("dtype", "float32"), get("amp_dtype", None)
-    loss_scale, rounding = get("loss_scale", "none"), get("rounding", "nearest")
-    for key, value, valid in (("dtype", dtype, DTYPES), ("loss_scale", loss_scale, LOSS_SCALES),
-                              ("rounding", rounding, ROUNDINGS)):
-        if value not in valid:
-            raise UsageError(f"unknown precision.{key} '{value}'; choose from: {', '.join(valid)}")
-    if amp is not None and amp not in AMP_DTYPES:
-        raise UsageError(f"unknown precision.amp_dtype '{amp}'; choose from: {', '.join(AMP_DTYPES)}, "
-                         "or null (no autocast)")
-    if amp is not None and dtype != "float32":
-        raise UsageError(f"precision.amp_dtype={amp} mixes into float32 weights, not {dtype}; "
-                         "for 16-bit weights use precision=bf16_pure or fp16_pure")
-    if loss_scale == "dynamic" and dtype != "float32":
-        raise UsageError(f"precision.loss_scale=dynamic needs float32 weights (GradScaler refuses "
-                         f"{dtype} gradients); use precision=fp16_mixed")
+    scaling, rounding = get("scaler", "none"), get("rounding", "nearest")
     pure = dtype in AMP_DTYPES
-    if rounding == "stochastic" and not pure:
-        raise UsageError("precision.rounding=stochastic rounds 16-bit weights; use it with "
-                         "precision=bf16_pure or fp16_pure")
 
     device = torch.device(device)
     name = get("name", dtype)
@@ -220,7 +202,7 @@ def create(cfg: Any, device) -> Precision:
                   f"({'/'.join(sorted(NATIVE_FLAGS[low]))} not found); expect much slower training than fp32")
 
     scaler = None
-    if loss_scale == "dynamic":
+    if scaling == "dynamic":
         scaler = torch.amp.GradScaler(device.type, init_scale=float(get("init_scale", 2.0 ** 16)),
                                       growth_interval=int(get("growth_interval", 2000)))
     generator = None

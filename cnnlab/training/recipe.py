@@ -16,7 +16,8 @@ from cnnlab.training.device import peak_memory_mb, resolve_device, seed_everythi
 
 
 @dataclass
-class Parts:
+class RunParts:
+    """Everything a run is built from: data, model, device, precision and loaders."""
     bundle: Any
     model: Any
     device: Any
@@ -33,45 +34,73 @@ class Parts:
         return None if tuple(self.input_size) == tuple(self.bundle.image_size) else min(self.input_size)
 
 
-def build_parts(cfg, ctx=None) -> Parts:
+@dataclass
+class Optimization:
+    """The optimizer, its schedule (stepped per `when`: step | epoch) and the lr it starts from."""
+    optimizer: Any
+    scheduler: Any
+    when: str
+    lr: float  # optim.lr after trainer.lr_scaling
+
+
+def build_parts(cfg, ctx=None) -> RunParts:
     """Everything a run needs, built before its folder exists so bad input leaves no folder.
 
     ctx: this rank's cnnlab.training.distributed.Context in a data-parallel run (its device, its shard of
     the training data, its own augmentation stream); None for one process."""
     import torch
 
-    from cnnlab import data, models, transfer
+    from cnnlab import data
     from cnnlab.data import augment
     from cnnlab.training import precision
-    from cnnlab.data.loader import make_loader
 
-    device = resolve_device(cfg.trainer.device) if ctx is None else ctx.device
+    device = resolve_device(cfg.trainer.accelerator) if ctx is None else ctx.device
     threads = cfg.trainer.threads or (ctx.default_threads() if ctx and device.type == "cpu" else 0)
     if threads:
         torch.set_num_threads(threads)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     bundle = data.create(cfg.data)
-    entry = models.list_models().get(cfg.model.name)
-    if entry is not None and entry.kind != "classifier":
-        raise UsageError(f"{cfg.model.name} is a building block for `cnnlab models show`, not a classifier")
     torch.manual_seed(cfg.seed)  # model init must not depend on what data loading drew
     size = augment.input_size(cfg.aug, bundle.image_size)
-    transfer.check(cfg)
-    if transfer.uses_source(cfg):
-        if ctx is None:
-            transfer.resolve(cfg, train)  # sets cfg.model to the source's architecture
-        else:  # rank 0 first: a `pretrain` source trains once, the others find it cached
-            if not ctx.is_main:
-                ctx.barrier()
-            transfer.resolve(cfg, train)
-            if ctx.is_main:
-                ctx.barrier()
-        model = transfer.build(cfg, bundle)
-    else:
-        opts = {k: v for k, v in cfg.model.items() if k != "name"}
-        model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
-                              input_size=size, **opts)
+    model = _create_model(cfg, bundle, size, ctx)
     prec = precision.create(cfg.precision, device)
+    model, channels_last = _place_model(model, cfg, device, prec)
+    aug = augment.create(cfg.aug, train_images=bundle.train.images if bundle.train.in_memory
+                         else bundle.train.dataset)
+    model, shard = _join_ranks(model, cfg, ctx)
+    parts = RunParts(bundle=bundle, model=model, device=device, precision=prec,
+                     **_loaders(cfg, bundle, aug, device, channels_last, prec.param_dtype, shard),
+                     input_size=size, channels_last=channels_last)
+    if len(bundle.train) < 2 or len(parts.train_loader) == 0:
+        # batch norm needs two samples per batch; one image cannot train anything useful anyway
+        raise UsageError(f"the training split has {len(bundle.train)} image(s): too few for one batch")
+    return parts
+
+
+def _create_model(cfg, bundle, size, ctx):
+    """The configured network, or transfer's from its source (which may train one first)."""
+    from cnnlab import models, transfer
+
+    if not transfer.uses_source(cfg):
+        opts = {k: v for k, v in cfg.model.items() if k != "name"}
+        return models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
+                             input_size=size, **opts)
+    if ctx is None:
+        transfer.resolve(cfg, train)  # sets cfg.model to the source's architecture
+    else:  # rank 0 first: a `pretrain` source trains once, the others find it cached
+        if not ctx.is_main:
+            ctx.barrier()
+        transfer.resolve(cfg, train)
+        if ctx.is_main:
+            ctx.barrier()
+    return transfer.build(cfg, bundle)
+
+
+def _place_model(model, cfg, device, prec):
+    """(model on the device in the precision's dtype and memory format, compiled if asked;
+    whether it is channels_last)."""
+    import torch
+
     model = model.to(device=device, dtype=prec.param_dtype)
     channels_last = use_channels_last(cfg.trainer.channels_last, device, prec)
     if channels_last:
@@ -80,34 +109,37 @@ def build_parts(cfg, ctx=None) -> Parts:
         backend = cfg.trainer.compile_backend
         # in place (nn.Module.compile): state_dict keys stay the same; modes are inductor's
         model.compile(backend=backend, mode=cfg.trainer.compile_mode if backend == "inductor" else None)
-    aug = augment.create(cfg.aug, train_images=bundle.train.images if bundle.train.in_memory
-                         else bundle.train.dataset)
-    common = dict(bundle=bundle, device=device, seed=cfg.seed, channels_last=channels_last,
-                  workers=cfg.data.workers, dtype=prec.param_dtype)
-    shard = {}
-    if ctx is not None:
-        from cnnlab.training.distributed import rank_seed
+    return model, channels_last
 
-        if cfg.trainer.sync_bn:  # batch statistics over the global batch (same parameters)
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        # init above was the run seed's on every rank; dropout and augmentation now draw from
-        # the rank's own stream (the epoch permutation still comes from cfg.seed)
-        seed = rank_seed(cfg.seed, ctx.rank)
-        if ctx.rank:
-            torch.manual_seed(seed)
-        shard = dict(rank=ctx.rank, world=ctx.world, aug_seed=seed + 1)
-    parts = Parts(
-        bundle=bundle, model=model, device=device, precision=prec,
+
+def _join_ranks(model, cfg, ctx):
+    """(model, the training loader's shard arguments) for this rank; unchanged for one process."""
+    if ctx is None:
+        return model, {}
+    import torch
+
+    from cnnlab.training.distributed import rank_seed
+
+    if cfg.trainer.sync_bn:  # batch statistics over the global batch (same parameters)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # init above was the run seed's on every rank; dropout and augmentation now draw from
+    # the rank's own stream (the epoch permutation still comes from cfg.seed)
+    seed = rank_seed(cfg.seed, ctx.rank)
+    if ctx.rank:
+        torch.manual_seed(seed)
+    return model, dict(rank=ctx.rank, world=ctx.world, aug_seed=seed + 1)
+
+
+def _loaders(cfg, bundle, aug, device, channels_last: bool, dtype, shard: dict) -> dict:
+    from cnnlab.data.loader import make_loader
+
+    common = dict(bundle=bundle, device=device, seed=cfg.seed, channels_last=channels_last,
+                  workers=cfg.data.workers, dtype=dtype)
+    return dict(
         train_loader=make_loader(bundle.train, cfg.trainer.batch_size, train=True, augment=aug,
                                  num_classes=bundle.num_classes, **shard, **common),
         val_loader=make_loader(bundle.val, cfg.trainer.eval_batch_size, train=False, **common),
-        test_loader=make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, **common),
-        input_size=size, channels_last=channels_last,
-    )
-    if len(bundle.train) < 2 or len(parts.train_loader) == 0:
-        # batch norm needs two samples per batch; one image cannot train anything useful anyway
-        raise UsageError(f"the training split has {len(bundle.train)} image(s): too few for one batch")
-    return parts
+        test_loader=make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, **common))
 
 
 def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> dict:
@@ -141,18 +173,11 @@ def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> 
 
 def _train(cfg, console, run_dir, job_started, ctx) -> dict:
     """train()'s body, for one process or for one rank of a process group (`ctx`)."""
-    import torch
     from omegaconf import OmegaConf
 
-    from cnnlab import models, results, transfer
-    from cnnlab.machine import device_name
-    from cnnlab.training import engine
-    from cnnlab.training import optim
     from cnnlab.training import resume
-    from cnnlab.evaluation.evaluate import evaluate
-    from cnnlab.training.signals import Interrupted
     from cnnlab.training.progress import make_progress
-    from cnnlab.run import Run, ensure_writable
+    from cnnlab.run import ensure_writable
 
     t0 = time.perf_counter()
     entered = time.time()
@@ -163,6 +188,34 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
         ensure_writable(Path(cfg.outputs))  # fail before the data loads, not after
     parts = build_parts(cfg, ctx)
     setup_seconds = time.perf_counter() - t0
+    opt = _optimization(cfg, parts, world)
+    trained = ctx.wrap(parts.model) if ctx is not None else parts.model  # DDP averages the gradients
+    resumed = resume.find(cfg, ctx) if cfg.get("resume") else None  # last.pt of an earlier run
+    run = _open_run(cfg, run_dir, resumed) if main else None
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    if run is not None:
+        _log_start(run, cfg, parts, ctx, world, opt.lr)
+    summary = _running_summary(run, ctx)
+    progress = make_progress(cfg.trainer.progress if main else "none", cfg.trainer.epochs, console)
+    fit, model = _fit(cfg, parts, trained, opt, progress, run, ctx, resumed, summary)
+    test = _test(cfg, parts, model, fit, ctx)
+    # a launched run's wall time counts from the parent's start, spawning the workers included
+    launched = ctx.launched_at if ctx is not None else None
+    wall = time.perf_counter() - t0 if launched is None else time.time() - launched
+    seconds = {"wall_seconds": round(wall, 3), "setup_seconds": round(setup_seconds, 3),
+               # from the job's start to its first batch, less its own data and model set-up
+               "overhead_seconds": round(fit.first_batch_at - (job_started or entered) - setup_seconds, 3)}
+    metrics = _metrics(cfg, parts, model, fit, test, seconds, world, opt.lr)
+    _finish(cfg, cfg_dict, run, parts, fit, test, metrics, summary)
+    return summary
+
+
+def _optimization(cfg, parts: RunParts, world: int) -> Optimization:
+    from omegaconf import OmegaConf
+
+    from cnnlab import transfer
+    from cnnlab.training import optim
+
     model = parts.model
     base_lr = cfg.optim.lr
     # linear scaling: k times the batch, k times the lr (Goyal et al. 2017, sec. 2.1)
@@ -172,42 +225,59 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
     monitor_mode = "max" if cfg.trainer.monitor.endswith("acc") else "min"
     scheduler, when = optim.build_scheduler(optimizer, cfg.sched, cfg.trainer.epochs,
                                             len(parts.train_loader), monitor_mode)
-    trained = ctx.wrap(model) if ctx is not None else model  # DDP averages the gradients
-    run = None
-    resumed = resume.find(cfg, ctx) if cfg.get("resume") else None  # last.pt of an earlier run
-    if main:
-        if resumed is not None:  # the same folder: metrics.csv and checkpoints continue
-            run = resumed.run
-        else:
-            run = Run.create_at(run_dir) if run_dir is not None else Run.create(cfg.outputs)
-            run.write_config(cfg)
-    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    return Optimization(optimizer, scheduler, when, lr)
+
+
+def _open_run(cfg, run_dir, resumed):
+    """The run folder: a resumed run's own (metrics.csv and checkpoints continue), or a new one."""
+    from cnnlab.run import Run
+
+    if resumed is not None:
+        return resumed.run
+    run = Run.create_at(run_dir) if run_dir is not None else Run.create(cfg.outputs)
+    run.write_config(cfg)
+    return run
+
+
+def _log_start(run, cfg, parts: RunParts, ctx, world: int, lr: float) -> None:
+    import torch
+
     b = parts.bundle
     batch = cfg.trainer.batch_size
-    if run is not None:
-        run.log(f"data {b.name}: train {len(b.train)} val {len(b.val)} test {len(b.test)}, "
-                f"{b.num_classes} classes, {b.in_chans}x{b.image_size[0]}x{b.image_size[1]}")
-        if ctx is not None:
-            run.log(f"data-parallel: {world} processes ({ctx.backend}, {ctx.source}), batch "
-                    f"{batch} per process = {world * batch} global, "
-                    f"{torch.get_num_threads()} thread(s) each")
-        if cfg.trainer.lr_scaling == "linear":
-            run.log(f"lr_scaling=linear: optim.lr {base_lr:g} x {world} process(es) = {lr:g}")
+    run.log(f"data {b.name}: train {len(b.train)} val {len(b.val)} test {len(b.test)}, "
+            f"{b.num_classes} classes, {b.in_chans}x{b.image_size[0]}x{b.image_size[1]}")
+    if ctx is not None:
+        run.log(f"data-parallel: {world} processes ({ctx.backend}, {ctx.source}), batch "
+                f"{batch} per process = {world * batch} global, "
+                f"{torch.get_num_threads()} thread(s) each")
+    if cfg.trainer.lr_scaling == "linear":
+        run.log(f"lr_scaling=linear: optim.lr {cfg.optim.lr:g} x {world} process(es) = {lr:g}")
+
+
+def _running_summary(run, ctx) -> dict[str, Any]:
     run_id, path = (run.id, str(run.root)) if run else (None, None)
     if ctx is not None:  # every rank's summary names the run
         run_id, path = ctx.from_main(lambda: (run_id, path))
-    summary: dict[str, Any] = {"run_id": run_id, "status": "running", "path": path}
-    progress = make_progress(cfg.trainer.progress if main else "none", cfg.trainer.epochs, console)
+    return {"run_id": run_id, "status": "running", "path": path}
+
+
+def _fit(cfg, parts: RunParts, trained, opt: Optimization, progress, run, ctx, resumed, summary):
+    """(engine.FitResult, the model to test): the engine's fit, or the probes' for a probe
+    strategy. An interrupted or failed run's summary says so."""
+    from cnnlab import transfer
+    from cnnlab.training import engine
+    from cnnlab.training.signals import Interrupted
+
     try:
         if cfg.transfer.name in transfer.PROBES:
             from cnnlab.training import probing
 
-            fit, model = probing.fit(cfg, parts, model, run=run)
-        else:
-            fit = engine.fit(trained, parts.train_loader, parts.val_loader, optimizer, scheduler,
-                             when, cfg.trainer, parts.precision, progress, run=run,
-                             eval_crop=parts.eval_crop, group=ctx,
-                             state=resumed.state if resumed is not None else None)
+            return probing.fit(cfg, parts, parts.model, run=run)
+        fit = engine.fit(trained, parts.train_loader, parts.val_loader, opt.optimizer, opt.scheduler,
+                         opt.when, cfg.trainer, parts.precision, progress, run=run,
+                         eval_crop=parts.eval_crop, ctx=ctx,
+                         state=resumed.state if resumed is not None else None)
+        return fit, parts.model
     except (KeyboardInterrupt, Interrupted):
         summary["status"] = "interrupted"
         if run is not None:
@@ -223,6 +293,11 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
     finally:
         progress.close()
 
+
+def _test(cfg, parts: RunParts, model, fit, ctx) -> dict:
+    """The test split's scores, of the best or the last weights (trainer.test_on)."""
+    from cnnlab.evaluation.evaluate import evaluate
+
     if cfg.trainer.test_on == "best" and fit.best_state is not None:
         model.load_state_dict(fit.best_state)
 
@@ -230,12 +305,17 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
         return evaluate(model, parts.test_loader, views=cfg.eval.views,
                         autocast=parts.precision.autocast, crop=parts.eval_crop)
 
-    test = test_pass() if ctx is None else ctx.from_main(test_pass)  # rank 0, shared
+    return test_pass() if ctx is None else ctx.from_main(test_pass)  # rank 0, shared
+
+
+def _metrics(cfg, parts: RunParts, model, fit, test: dict, seconds: dict, world: int,
+             lr: float) -> dict:
+    """The run's numbers: summary.json's and its results row's."""
+    from cnnlab import models
+
+    b = parts.bundle
     last = fit.history[-1] if fit.history else {}
-    # a launched run's wall time counts from the parent's start, spawning the workers included
-    launched = ctx.launched_at if ctx is not None else None
-    wall = time.perf_counter() - t0 if launched is None else time.time() - launched
-    metrics = {
+    return {
         "test_acc": test["acc"], "test_top5": test["top5"], "test_loss": test["loss"],
         "best_val_acc": max((r["val_acc"] for r in fit.history), default=float("nan")),
         "val_acc": last.get("val_acc"), "train_acc": last.get("train_acc"),
@@ -245,16 +325,24 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
         "images_per_sec": round(fit.images_seen / max(fit.train_seconds, 1e-9), 1),
         "test_ms_per_image": round(1000 * test["seconds"] / max(test["n"], 1), 4),
         "peak_mem_mb": round(peak_memory_mb(parts.device), 1),  # rank 0's process
-        "wall_seconds": round(wall, 3),
-        "setup_seconds": round(setup_seconds, 3),
-        # from the job's start to its first batch, less its own data and model set-up
-        "overhead_seconds": round(fit.first_batch_at - (job_started or entered) - setup_seconds, 3),
+        **seconds,
         "n_train": len(b.train), "n_val": len(b.val), "n_test": len(b.test),
         # fp16 with a dynamic loss scaler: optimizer steps skipped on overflow, the final scale
         "skipped_steps": getattr(fit, "skipped_steps", 0), "loss_scale": getattr(fit, "loss_scale", 1.0),
         # data-parallel: processes, the batch one optimizer step sees, the lr after lr_scaling
-        "world_size": world, "global_batch_size": world * batch, "effective_lr": lr,
+        "world_size": world, "global_batch_size": world * cfg.trainer.batch_size, "effective_lr": lr,
     }
+
+
+def _finish(cfg, cfg_dict: dict, run, parts: RunParts, fit, test: dict, metrics: dict,
+            summary: dict) -> None:
+    """The final summary (summary.json) and the run's results row."""
+    import torch
+
+    from cnnlab import results
+    from cnnlab.machine import device_name
+
+    b = parts.bundle
     status = "diverged" if fit.diverged else "done"
     env = {"torch": torch.__version__, "device": str(parts.device),
            "device_name": device_name(parts.device),
@@ -270,4 +358,3 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
         head = {"run_id": run.id, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": status}
         results.append_row(cfg.outputs, results.make_row(cfg_dict, head, {**metrics, **env}))
         run.log(f"finished: {status}, test acc {test['acc']:.4f}")
-    return summary

@@ -25,15 +25,14 @@ IGNORED = (("resume",), ("outputs",), ("trainer", "progress"))
 
 
 @dataclass
-class Parts:
-    """What the engine trains, as the state helpers below need it."""
+class LoopState:
+    """What a snapshot covers besides the loop's counters: the live objects whose state last.pt
+    and a rollback point hold, and the run whose metrics.csv a restore rewinds."""
     net: Any
     optimizer: Any
     scheduler: Any
     precision: Any
-    loader: Any
     run: Any = None
-    monitor: str = "val_acc"
 
 
 @dataclass
@@ -49,18 +48,18 @@ class Found:
         return Run(self.root)
 
 
-def snapshot(parts: Parts, result, epochs_done: int, position: Optional[dict] = None,
+def snapshot(loop: LoopState, result, epochs_done: int, position: Optional[dict] = None,
              copy: bool = True) -> dict:
     """The full training state (see the module docstring). copy=False shares the live tensors
     (for a save that happens at once); the default clones them (a rollback point kept in memory)."""
     clone = copy
-    model = {k: v.detach().clone() if clone else v for k, v in parts.net.state_dict().items()}
-    opt = parts.optimizer.state_dict()
+    model = {k: v.detach().clone() if clone else v for k, v in loop.net.state_dict().items()}
+    opt = loop.optimizer.state_dict()
     return {
         "format": FORMAT, "model": model,
         "optimizer": _deepcopy(opt) if clone else opt,
-        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
-        "precision": parts.precision.state_dict(),
+        "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
+        "precision": loop.precision.state_dict(),
         "epoch": epochs_done, "position": position, "global_step": result.global_step,
         "best_metric": result.best_metric, "best_epoch": result.best_epoch,
         "since_best": result.since_best, "history": [dict(r) for r in result.history],
@@ -77,21 +76,21 @@ def _deepcopy(state: dict) -> dict:
     return _copy.deepcopy(state)
 
 
-def restore(state: dict, parts: Parts, result) -> tuple[int, Optional[dict]]:
-    """Load `state` into the parts and `result`; returns (epochs done, position in the next)."""
+def restore(state: dict, loop: LoopState, result) -> tuple[int, Optional[dict]]:
+    """Load `state` into `loop` and `result`; returns (epochs done, position in the next)."""
     if state.get("format", 1) < FORMAT or "precision" not in state:
         raise CnnlabError("this last.pt predates exact resume (no loader position or precision "
                           "state); start a new run")
-    parts.net.load_state_dict(state["model"])
-    parts.optimizer.load_state_dict(state["optimizer"])
-    if parts.scheduler is not None and state.get("scheduler") is not None:
-        parts.scheduler.load_state_dict(state["scheduler"])
-    parts.precision.load_state_dict(state["precision"])
+    loop.net.load_state_dict(state["model"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    if loop.scheduler is not None and state.get("scheduler") is not None:
+        loop.scheduler.load_state_dict(state["scheduler"])
+    loop.precision.load_state_dict(state["precision"])
     for key in ("global_step", "best_metric", "best_epoch", "since_best", "train_seconds",
                 "images_seen", "skipped_steps", "nan_steps", "rollbacks"):
         setattr(result, key, state[key])
     result.history = [dict(r) for r in state["history"]]
-    run = parts.run
+    run = loop.run
     if run is not None:
         run.rewrite_metrics(result.history)  # rows written after the checkpoint are dropped
         best = run.checkpoints / "best.pt"
@@ -101,13 +100,13 @@ def restore(state: dict, parts: Parts, result) -> tuple[int, Optional[dict]]:
     return int(state["epoch"]), state.get("position")
 
 
-def rollback(good: dict, parts: Parts, result) -> tuple[int, Optional[dict]]:
+def rollback(good: dict, loop: LoopState, result) -> tuple[int, Optional[dict]]:
     """Back to the last good state with the learning rate halved once more (0.5^rollbacks of
     the configured rate); the counters of bad steps and rollbacks keep counting."""
     rollbacks, nan_steps = result.rollbacks, result.nan_steps
-    epoch, position = restore(good, parts, result)
+    epoch, position = restore(good, loop, result)
     result.rollbacks, result.nan_steps = rollbacks, nan_steps
-    scale_lr(parts.optimizer, parts.scheduler, 0.5 ** rollbacks / good["lr_factor"])
+    scale_lr(loop.optimizer, loop.scheduler, 0.5 ** rollbacks / good["lr_factor"])
     return epoch, position
 
 

@@ -25,27 +25,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from cnnlab.errors import UsageError
-
-STRATEGIES = ("scratch", "linear_probe", "finetune_top", "finetune_all", "multi_probe")
-PROBES = ("linear_probe", "multi_probe")
-
-
-def check(cfg: Any) -> None:
-    t = cfg.transfer
-    if t.name not in STRATEGIES:
-        raise UsageError(f"unknown transfer strategy '{t.name}'; choose from: {', '.join(STRATEGIES)}")
-    if t.name != "scratch" and not t.source:
-        raise UsageError(f"transfer={t.name} needs transfer.source: a run folder, "
-                         "torchvision:<arch>.<WEIGHTS>, imagenet_lite0 or pretrain")
-    if t.unfreeze < 0:
-        raise UsageError(f"transfer.unfreeze must be >= 0, got {t.unfreeze}")
-    if t.resize is not None and t.resize < 1:
-        raise UsageError(f"transfer.resize must be a positive side, got {t.resize}")
-    if not t.probe_c or any(not c > 0 for c in t.probe_c):
-        raise UsageError(f"transfer.probe_c must be positive values, got {list(t.probe_c)}")
-    if t.probe_layers < 1:
-        raise UsageError(f"transfer.probe_layers must be >= 1, got {t.probe_layers}")
+# The strategies and every check of transfer.* that needs no source live with the other config
+# checks (compose runs them before any data loads); `check` runs them again for a config built
+# by hand.
+from cnnlab.config.checks import PROBES, STRATEGIES  # noqa: F401
+from cnnlab.config.checks import check_transfer as check  # noqa: F401
 
 
 def uses_source(cfg: Any) -> bool:

@@ -129,9 +129,7 @@ def backbone_groups(n_units: int, n_groups: int) -> list[int]:
 
 def lr_multipliers(model: nn.Module, mults: Sequence[float]) -> dict[int, float]:
     """{id(parameter): multiplier} for every parameter (see the module docstring)."""
-    mults = [float(m) for m in mults] or [1.0]
-    if any(not m > 0 for m in mults):
-        raise UsageError(f"transfer.lr_mult values must be positive, got {list(mults)}")
+    mults = [float(m) for m in mults] or [1.0]  # positive: checked at compose (transfer.lr_mult)
     parts = units(model)
     out = {id(p): mults[0] for p in model.parameters()}  # head, aux heads, adapter (no params)
     if len(mults) > 1:

@@ -146,11 +146,13 @@ def _checkpoint_of(path: Path) -> tuple[Path, Path]:
 def _run(path: Path, ref: str) -> dict:
     from omegaconf import OmegaConf
 
+    from cnnlab.config import migrate
+
     folder, ckpt = _checkpoint_of(Path(path))
     if not (folder / "config.yaml").is_file() or not (folder / "summary.json").is_file():
         raise UsageError(f"transfer.source {path} is not a finished cnnlab run (config.yaml and "
                          "summary.json are needed beside checkpoints/)")
-    src = OmegaConf.load(folder / "config.yaml")
+    src = migrate(OmegaConf.load(folder / "config.yaml"), source=str(folder / "config.yaml"))
     summary = json.loads((folder / "summary.json").read_text())
     if src.get("transfer", {}).get("name", "scratch") != "scratch" or src.get("transfer", {}).get("source"):
         raise UsageError(f"transfer.source {path} is itself a transfer run; use the run it started from")
@@ -175,19 +177,12 @@ def pretrain_config(cfg: Any):
 
     from cnnlab.config import ModelConfig, compose
 
-    if not cfg.transfer.pretrain:
-        raise UsageError("transfer.source=pretrain needs transfer.pretrain, the overrides of the "
-                         "source run (e.g. transfer.pretrain=[data=shapes,trainer.epochs=15])")
-    bad = [o for o in cfg.transfer.pretrain if o.split("=")[0].lstrip("+") in ("transfer", "model")
-           or o.startswith(("transfer.", "model."))]
-    if bad:
-        raise UsageError(f"transfer.pretrain sets '{bad[0]}': the source's model is the job's "
-                         "model, and a pretraining run cannot transfer itself")
+    # transfer.pretrain was checked with the job's config (cnnlab.config.checks.check_pretrain)
     pcfg = compose(list(cfg.transfer.pretrain))
     pcfg.model = OmegaConf.structured(ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
     pcfg.outputs = cfg.outputs
     pcfg.trainer.progress = "none"
-    pcfg.trainer.device = cfg.trainer.device
+    pcfg.trainer.accelerator = cfg.trainer.accelerator
     return pcfg
 
 
@@ -196,7 +191,7 @@ def pretrain_key(pcfg: Any) -> str:
     not how progress is shown, not the device)."""
     from cnnlab.config.hashing import config_hash
 
-    return config_hash(pcfg, ignore=(("outputs",), ("trainer", "progress"), ("trainer", "device")))
+    return config_hash(pcfg, ignore=(("outputs",), ("trainer", "progress"), ("trainer", "accelerator")))
 
 
 def pretrain_run(cfg: Any, train_fn: Callable[..., dict]) -> Path:

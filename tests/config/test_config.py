@@ -3,6 +3,12 @@ import pytest
 from cnnlab.config import GROUPS, compose, conf_dir, group_choices
 from cnnlab.errors import UsageError
 
+# What some options need beside them to compose: a folder for imagefolder, RGB data for the
+# aug presets (pca needs three channels), a source for every transfer strategy but scratch.
+NEEDS = {("data", "imagefolder"): ["data.root=/tmp"], "aug": ["data=shapes"],
+         "transfer": ["transfer.source=torchvision:resnet18.DEFAULT"]}
+OPTIONS = [(g, c) for g in GROUPS for c in group_choices(g)]
+
 
 def test_defaults_compose_with_every_group():
     cfg = compose([])
@@ -22,12 +28,15 @@ def test_overrides_are_applied_and_typed():
     assert cfg.trainer.epochs == 5 and cfg.seed == 1
 
 
-@pytest.mark.parametrize("group", GROUPS)
-def test_every_group_option_composes(group):
-    for choice in group_choices(group):
-        extra = ["data.root=/tmp"] if (group, choice) == ("data", "imagefolder") else []
-        cfg = compose([f"{group}={choice}", *extra])
-        assert group in cfg
+def test_the_groups_are_the_folders_of_conf():
+    assert sorted(GROUPS) == sorted(p.name for p in conf_dir().iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("group, choice", OPTIONS, ids=[f"{g}={c}" for g, c in OPTIONS])
+def test_every_group_option_composes(group, choice):
+    extra = NEEDS.get((group, choice), NEEDS.get(group, [])) if choice != "scratch" else []
+    cfg = compose([f"{group}={choice}", *extra])
+    assert group in cfg
 
 
 @pytest.mark.parametrize("override, fragment", [
@@ -61,12 +70,12 @@ def test_group_choices_are_the_yaml_files():
 
 
 def test_a_list_of_aug_presets_composes_their_ops_in_order():
-    cfg = compose(["aug=[alexnet,cutout]"])
+    cfg = compose(["data=shapes", "aug=[alexnet,cutout]"])  # RGB: the pca op needs three channels
     assert list(cfg.aug.ops) == ["crop", "flip", "pca", "cutout"] and cfg.aug.name == "alexnet+cutout"
-    assert cfg.aug.pca_std == compose(["aug=alexnet"]).aug.pca_std  # parameters merge too
+    assert cfg.aug.pca_std == compose(["data=shapes", "aug=alexnet"]).aug.pca_std  # parameters merge too
     assert cfg.aug.cutout_size == compose(["aug=cutout"]).aug.cutout_size
     # an op named twice runs once; explicit aug.ops wins
-    assert list(compose(["aug=[crop,alexnet]"]).aug.ops) == ["crop", "flip", "pca"]
+    assert list(compose(["data=shapes", "aug=[crop,alexnet]"]).aug.ops) == ["crop", "flip", "pca"]
     assert list(compose(["aug=[crop,flip]", "aug.ops=[flip]"]).aug.ops) == ["flip"]
     with pytest.raises(UsageError, match="unknown aug 'blur'"):
         compose(["aug=[crop,blur]"])

@@ -6,7 +6,7 @@ from cnnlab import data
 from cnnlab.data.base import channel_stats, stratified_pick
 from cnnlab.data.shapes import VARIANTS, generate
 from cnnlab.errors import CnnlabError, DataError, UsageError
-from conftest import tiny
+from conftest import tiny, write_image_folder
 
 
 def test_digits_splits_are_stratified_disjoint_and_deterministic():
@@ -143,20 +143,9 @@ def test_cifar10_files_are_read_into_uint8_tensors(tmp_path, monkeypatch):
     assert {bytes(x.numpy().tobytes()) for x in all_train} == {bytes(x.numpy().tobytes()) for x in expected}
 
 
-def _write_folder(root, classes=3, per_class=6, size=20):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        (root / f"class{c}").mkdir(parents=True)
-        for i in range(per_class):
-            arr = rng.integers(0, 256, (size, size + 4, 3), dtype=np.uint8)
-            Image.fromarray(arr).save(root / f"class{c}" / f"{i}.png")
-
-
 @pytest.mark.parametrize("in_memory", ["true", "false"])
 def test_imagefolder_in_memory_and_streamed(tmp_path, in_memory):
-    _write_folder(tmp_path / "imgs")
+    write_image_folder(tmp_path / "imgs")
     cfg = tiny("data=imagefolder", f"data.root={tmp_path / 'imgs'}", "data.image_size=16",
                f"data.in_memory={in_memory}", "data.workers=0", "data.test_fraction=0.34")
     b = data.create(cfg.data)
@@ -184,4 +173,5 @@ def test_every_registered_dataset_has_a_preset_and_a_description(name):
 
 
 def compose_data(name):
-    return tiny(f"data={name}").data
+    root = ["data.root=/tmp"] if name == "imagefolder" else []  # it has no default folder
+    return tiny(f"data={name}", *root).data

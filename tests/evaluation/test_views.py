@@ -112,6 +112,31 @@ def test_top5_is_nan_with_five_classes_and_engine_path_still_works():
         evaluate(model, loader, views="fivecrop")
 
 
+def test_eval_views_parse_into_whole_modes():
+    assert vw.parse_views("center") == ["center"]
+    # Hydra splits [center,multiscale:28,32,36] at every comma; the sizes join their mode again
+    assert vw.parse_views(["center", "multiscale:28", 32, "36"]) == ["center", "multiscale:28,32,36"]
+    assert vw.parse_views(["tencrop", "center", "tencrop", "multiscale: 28, 32"]) == \
+        ["tencrop", "center", "multiscale:28,32"]
+    assert vw.split_mode("multiscale:28,32") == ("multiscale", [28, 32])
+    assert vw.split_mode("tencrop") == ("tencrop", [])
+    for bad in ([], ["fivecrop"], [32], ["multiscale"], ["center:3"], ["multiscale:a"]):
+        with pytest.raises(UsageError):
+            vw.parse_views(bad)
+
+
+def test_evaluate_scores_the_first_of_a_list_of_modes():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 7, 3), torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten())
+    loader = [(torch.rand(8, 1, 16, 16), torch.arange(8) % 7)]
+
+    def scores(views):
+        return {k: v for k, v in evaluate(model, loader, views=views, crop=12).items() if k != "seconds"}
+
+    assert scores(["tencrop", "center"]) == scores("tencrop")
+    assert scores(["tencrop", "center"])["loss"] != scores("center")["loss"]
+
+
 def test_bench_ratio_is_positive():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     ratio = bench_tencrop(model, torch.rand(16, 3, 32, 32), 28)
@@ -172,7 +197,7 @@ def test_crop_size_shrinks_training_batches_and_checks_its_bound():
     from cnnlab.data import augment
     from cnnlab.config import compose
 
-    cfg = compose(["aug=crop", "aug.crop_size=28", "aug.crop_padding=0"]).aug
+    cfg = compose(["data=shapes", "aug=crop", "aug.crop_size=28", "aug.crop_padding=0"]).aug
     op = augment.create(cfg)
     x = torch.rand(5, 3, 32, 32)
     out = op(x, torch.Generator().manual_seed(0))
@@ -183,9 +208,9 @@ def test_crop_size_shrinks_training_batches_and_checks_its_bound():
         hits = (windows == out[i][:, None, None]).flatten(3).all(3).all(0)
         assert hits.any()
     assert augment.input_size(cfg, (32, 32)) == (28, 28)
-    assert augment.input_size(compose(["aug=flip", "aug.crop_size=28"]).aug, (32, 32)) == (32, 32)
+    assert augment.input_size(compose(["data=shapes", "aug=flip", "aug.crop_size=28"]).aug, (32, 32)) == (32, 32)
     with pytest.raises(UsageError, match="larger than"):
-        augment.input_size(compose(["aug=crop", "aug.crop_size=41"]).aug, (32, 32))  # > 32 + 2*4
+        augment.input_size(compose(["data=shapes", "aug=crop", "aug.crop_size=41"]).aug, (32, 32))  # > 32 + 2*4
 
 
 @pytest.mark.parametrize("name, code, fragment", [

@@ -6,6 +6,7 @@ import pytest
 from cnnlab.lab import experiment as exp
 from cnnlab.errors import UsageError
 from cnnlab.lab.sweep import validate_jobs
+from cnnlab.lab.verdicts import decide, fmt_value, mean_ci, paired_differences
 
 
 def test_grid_expansion_is_the_cartesian_product_in_order():
@@ -16,13 +17,13 @@ def test_grid_expansion_is_the_cartesian_product_in_order():
 
 
 def test_mean_ci_against_hand_computed_t_interval():
-    s = exp.mean_ci([0.1, 0.2, 0.3])
+    s = mean_ci([0.1, 0.2, 0.3])
     t_975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (table value)
     assert s["mean"] == pytest.approx(0.2) and s["std"] == pytest.approx(0.1) and s["n"] == 3
     assert s["ci_hi"] - s["mean"] == pytest.approx(t_975_2 * 0.1 / math.sqrt(3))
-    one = exp.mean_ci([0.5])
+    one = mean_ci([0.5])
     assert one["n"] == 1 and math.isinf(one["ci_hi"])
-    assert exp.mean_ci([float("nan")])["n"] == 0
+    assert mean_ci([float("nan")])["n"] == 0
 
 
 def _spec(**verdict):
@@ -40,11 +41,11 @@ def _rows(values):
 def test_greater_supported_not_supported_and_inconclusive():
     spec = _spec(kind="greater", a={"aug": "all"}, b={"aug": "none"}, when={"size": 10})
     clear_win = _rows({("all", 10): [0.80, 0.81, 0.82], ("none", 10): [0.60, 0.61, 0.62]})
-    assert exp.decide(spec, clear_win)["verdict"] == "supported"
+    assert decide(spec, clear_win)["verdict"] == "supported"
     clear_loss = _rows({("all", 10): [0.50, 0.51, 0.52], ("none", 10): [0.60, 0.61, 0.62]})
-    assert exp.decide(spec, clear_loss)["verdict"] == "not supported"
+    assert decide(spec, clear_loss)["verdict"] == "not supported"
     overlap = _rows({("all", 10): [0.50, 0.70, 0.60], ("none", 10): [0.55, 0.65, 0.60]})
-    result = exp.decide(spec, overlap)
+    result = decide(spec, overlap)
     assert result["verdict"] == "inconclusive" and "size=10" in result["text"]
 
 
@@ -55,7 +56,7 @@ def test_a_boolean_axis_read_back_from_csv_matches_the_rule(tmp_path):
     rows = pd.DataFrame([{"model.lrn": lrn, "seed": s, "test_acc": acc + s / 100}
                          for lrn, acc in ((True, 0.8), (False, 0.6)) for s in range(3)])
     rows.to_csv(tmp_path / "results.csv", index=False)
-    result = exp.decide(spec, pd.read_csv(tmp_path / "results.csv"))
+    result = decide(spec, pd.read_csv(tmp_path / "results.csv"))
     assert result["verdict"] == "supported", result["text"]
 
 
@@ -63,17 +64,17 @@ def test_greater_needs_every_when_cell():
     spec = _spec(kind="greater", a={"aug": "all"}, b={"aug": "none"}, when={"size": [10, 100]})
     mixed = _rows({("all", 10): [0.80, 0.81, 0.82], ("none", 10): [0.60, 0.61, 0.62],
                    ("all", 100): [0.90, 0.91, 0.92], ("none", 100): [0.90, 0.92, 0.91]})
-    assert exp.decide(spec, mixed)["verdict"] == "inconclusive"
+    assert decide(spec, mixed)["verdict"] == "inconclusive"
 
 
 def test_differ_supported_not_supported_and_inconclusive():
     spec = _spec(kind="differ", by="aug", margin=0.05)
     apart = _rows({("all", 10): [0.80, 0.81, 0.82], ("none", 10): [0.60, 0.61, 0.62]})
-    assert exp.decide(spec, apart)["verdict"] == "supported"
+    assert decide(spec, apart)["verdict"] == "supported"
     same = _rows({("all", 10): [0.800, 0.801, 0.802], ("none", 10): [0.801, 0.800, 0.802]})
-    assert exp.decide(spec, same)["verdict"] == "not supported"
+    assert decide(spec, same)["verdict"] == "not supported"
     noisy = _rows({("all", 10): [0.5, 0.9, 0.7], ("none", 10): [0.6, 0.8, 0.7]})
-    assert exp.decide(spec, noisy)["verdict"] == "inconclusive"
+    assert decide(spec, noisy)["verdict"] == "inconclusive"
 
 
 def test_bad_experiment_files_fail_before_any_job(tmp_path):
@@ -122,15 +123,15 @@ def test_paired_greater_sees_a_consistent_gain_that_overlapping_groups_hide():
     rows += [{"size": "10", "seed": s, "views": "tencrop", "test_acc": a + 0.01 + 0.005 * s}
              for s, a in enumerate(center)]
     df = pd.DataFrame(rows)
-    result = exp.decide(spec, df)
+    result = decide(spec, df)
     assert result["verdict"] == "supported" and "paired difference 0.0150" in result["text"]
     spec.verdict.paired = False  # the same rows as two groups: the intervals overlap
-    assert exp.decide(spec, df)["verdict"] == "inconclusive"
+    assert decide(spec, df)["verdict"] == "inconclusive"
     spec.verdict.paired = True
     worse = df.assign(test_acc=[*center, *(a - 0.02 - 0.001 * s for s, a in enumerate(center))])
-    assert exp.decide(spec, worse)["verdict"] == "not supported"
+    assert decide(spec, worse)["verdict"] == "not supported"
     # differences pair rows of the same seed only: a missing partner drops out
-    assert exp.paired_differences(df[df.seed != 1].iloc[:-1], {"views": "tencrop"},
+    assert paired_differences(df[df.seed != 1].iloc[:-1], {"views": "tencrop"},
                                   {"views": "center"}, "test_acc", ["size", "seed", "views"]) == [
         pytest.approx(0.01)]
 
@@ -166,18 +167,18 @@ def test_best_verdict_per_cell():
     exp.check(spec)
     wins = _quadrant_rows({("10", "probe"): [0.80, 0.70, 0.90], ("10", "tune"): [0.78, 0.69, 0.87],
                            ("null", "probe"): [0.80, 0.81, 0.82], ("null", "tune"): [0.90, 0.91, 0.93]})
-    result = exp.decide(spec, wins)
+    result = decide(spec, wins)
     assert result["verdict"] == "supported" and "size=null: recommended tune" in result["text"]
     # the probe is clearly beaten seed by seed in the small cell (every seed +0.05)
     beaten = wins.assign(test_acc=[0.80, 0.70, 0.90, 0.85, 0.75, 0.95, 0.80, 0.81, 0.82, 0.90, 0.91, 0.93])
-    result = exp.decide(spec, beaten)
+    result = decide(spec, beaten)
     assert result["verdict"] == "not supported" and "beaten (paired) by tune" in result["text"]
     # second by a hair, not significantly: inconclusive
     close = wins.assign(test_acc=[0.80, 0.70, 0.90, 0.81, 0.69, 0.92, 0.80, 0.81, 0.82, 0.90, 0.91, 0.93])
-    assert exp.decide(spec, close)["verdict"] == "inconclusive"
+    assert decide(spec, close)["verdict"] == "inconclusive"
     from cnnlab.lab.report import best_table
 
-    table = best_table(exp.decide(spec, wins)["evidence"])
+    table = best_table(decide(spec, wins)["evidence"])
     assert list(table.columns) == ["", "size=10", "size=null"]
     assert list(table[""]) == ["probe", "tune", "recommended", "best", "outcome"]
 
@@ -191,9 +192,9 @@ def test_best_verdict_checks_its_recommendations(tmp_path):
 
 
 def test_override_values_are_quoted_as_hydra_needs():
-    assert exp.fmt_value(None) == "null"
-    assert exp.fmt_value(["data=shapes", "trainer.epochs=15"]) == "['data=shapes','trainer.epochs=15']"
-    assert exp.fmt_value([1.0, 0.1]) == "[1.0,0.1]"
+    assert fmt_value(None) == "null"
+    assert fmt_value(["data=shapes", "trainer.epochs=15"]) == "['data=shapes','trainer.epochs=15']"
+    assert fmt_value([1.0, 0.1]) == "[1.0,0.1]"
     from cnnlab.config import compose
 
     jobs = exp.expand_grid(exp.sweep_overrides(exp.ExperimentSpec(

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cnnlab.lab import sweep as sw
+from cnnlab.lab.jobs import read_status, write_job
 from cnnlab.cli.main import app
 
 runner = CliRunner()
@@ -73,12 +73,12 @@ def test_resume_runs_only_the_jobs_that_are_not_done(outputs):
     jobs = _jobs(d)
     started = {j.name: json.loads((j / "job.json").read_text())["started"] for j in jobs}
     broken = jobs[1]
-    sw.write_job(broken, status="failed", error="simulated")
+    write_job(broken, status="failed", error="simulated")
     out = _sweep("--resume", str(d))
     assert out.exit_code == 0, out.output
     after = {j.name: json.loads((j / "job.json").read_text())["started"] for j in jobs}
     rerun = {k for k in after if after[k] != started[k]}
-    assert rerun == {broken.name} and sw.read_status(broken) == "done"
+    assert rerun == {broken.name} and read_status(broken) == "done"
     assert len(_dirs(outputs)) == 1
 
 
@@ -96,12 +96,12 @@ def test_interrupt_keeps_finished_jobs_and_resume_continues(outputs, monkeypatch
     out = _sweep(*FAST, "seed=0,1,2")
     assert out.exit_code == 130 and "--resume" in out.output
     (d,) = _dirs(outputs)
-    statuses = sorted(sw.read_status(j) for j in _jobs(d))
+    statuses = sorted(read_status(j) for j in _jobs(d))
     assert statuses == ["done", "interrupted"]
     monkeypatch.setattr(train_mod, "train", real)
     out = _sweep("--resume", str(d))
     assert out.exit_code == 0
-    assert sorted(sw.read_status(j) for j in _jobs(d)) == ["done"] * 3
+    assert sorted(read_status(j) for j in _jobs(d)) == ["done"] * 3
 
 
 def test_experiment_sweep_reaches_a_verdict_and_lists_it(outputs, tmp_path):

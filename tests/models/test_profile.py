@@ -92,8 +92,6 @@ def test_parse_input():
 
 def test_blocks_are_not_trainable(tmp_path):
     from cnnlab.config import compose
-    from cnnlab.training.recipe import build_parts
 
-    cfg = compose(["model.name=conv", "trainer.progress=none"])
-    with pytest.raises(UsageError, match="building block"):
-        build_parts(cfg)
+    with pytest.raises(UsageError, match="building block"):  # at compose, before any data loads
+        compose(["model.name=conv", "trainer.progress=none"])

@@ -1,8 +1,11 @@
 """Data-parallel training (cnnlab/training/distributed.py): launch, join detection, one writer, exactness."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -29,19 +32,26 @@ def cnnlab(*args, env=None):
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     """A two-process run with lr_scaling=linear (0.05 x 2) and the one-process run it should
-    equal (lr 0.1, the same global batch), each in its own outputs folder."""
+    equal (lr 0.1, the same global batch), each in its own outputs folder; and this process's
+    signal handlers before and right after the launch."""
     one_out, two_out = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
+    before = _handlers()
     two = train(compose(TINY + SAME + [f"outputs={two_out}", "trainer.devices=2",
                                        "trainer.batch_size=16", "optim.lr=0.05",
                                        "trainer.lr_scaling=linear"]))
+    after = _handlers()
     one = train(compose(TINY + SAME + [f"outputs={one_out}", "trainer.batch_size=32",
                                        "optim.lr=0.1"]))
-    return one, two, two_out
+    return one, two, two_out, (before, after)
+
+
+def _handlers() -> dict:
+    return {name: signal.getsignal(getattr(signal, name)) for name in distributed.SIGNALS}
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process_with_the_same_global_batch(pair):
-    one, two, _ = pair
+    one, two, _, _ = pair
     a, b = (pd.read_csv(f"{s['path']}/metrics.csv") for s in (one, two))
     assert len(a) == len(b) == 3 and (a.epoch == b.epoch).all()
     # The updates differ only in float summation order (gradients summed over 32 images in one
@@ -63,7 +73,7 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(pair):
 
 @pytest.mark.slow
 def test_a_two_process_run_writes_one_folder_and_one_row(pair):
-    _, two, out = pair
+    _, two, out, _ = pair
     assert sorted(p.name for p in out.iterdir()) == ["results.csv", "results.csv.lock", "runs"]
     runs = list((out / "runs").iterdir())
     assert [r.name for r in runs] == [two["run_id"]]
@@ -79,6 +89,45 @@ def test_a_two_process_run_writes_one_folder_and_one_row(pair):
     assert "data-parallel: 2 processes (gloo" in log
     assert "lr_scaling=linear: optim.lr 0.05 x 2" in log
     assert json.loads((root / "summary.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_a_launch_gives_back_the_signal_handlers_it_found(pair):
+    """torch's elastic agent installs its own SIGINT/SIGTERM handlers in this (the launching)
+    process and leaves them there; a later Ctrl-C must still be a KeyboardInterrupt (exit 130,
+    the run recorded interrupted), not the agent's SignalException."""
+    before, after = pair[3]
+    assert before["SIGINT"] is signal.default_int_handler  # Python's own: what Ctrl-C raises from
+    assert after == before
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler runs at the next bytecode boundary: long before this ends
+
+
+@pytest.fixture
+def handlers():
+    """This process's signal handlers, put back after the test whatever it did to them."""
+    before = _handlers()
+    yield before
+    for name, handler in before.items():
+        if handler is not None:
+            signal.signal(getattr(signal, name), handler)
+
+
+def test_own_signal_handlers_undoes_a_foreign_handler(handlers):
+    def foreign(signum, frame):
+        raise RuntimeError("a launcher's handler")
+
+    before = handlers
+    with distributed._own_signal_handlers():
+        for name in ("SIGINT", "SIGTERM"):
+            signal.signal(getattr(signal, name), foreign)
+        assert signal.getsignal(signal.SIGINT) is foreign
+    assert _handlers() == before
+    with pytest.raises(ValueError), distributed._own_signal_handlers():  # also when the body fails
+        signal.signal(signal.SIGTERM, foreign)
+        raise ValueError
+    assert _handlers() == before
 
 
 @pytest.mark.parametrize("override, fragment", [

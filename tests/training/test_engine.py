@@ -7,6 +7,7 @@ import torch
 
 from cnnlab.training import optim
 from cnnlab.config import compose
+from cnnlab.config.schema import conf_dir
 from cnnlab.training.recipe import train
 from conftest import tiny
 
@@ -60,16 +61,30 @@ def test_test_set_uses_best_or_last_weights():
         assert best["test_acc"] == last["test_acc"]
 
 
-@pytest.mark.parametrize("name", ["sgd", "sgd_plain", "nesterov", "adam", "adamw", "rmsprop",
-                                  "adagrad", "adadelta"])
-def test_every_optimizer_preset_builds_and_steps(name):
-    cfg = compose([f"optim={name}"]).optim
+PRESETS = sorted(p.stem for p in (conf_dir() / "optim").glob("*.yaml"))  # conf/optim/*.yaml
+
+
+def _steps(cfg) -> bool:
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
     opt = optim.build_optimizer(model, cfg)
     before = [p.detach().clone() for p in model.parameters()]
     model(torch.randn(8, 4)).pow(2).mean().backward()
     opt.step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    return any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("name", optim.OPTIMIZERS)
+def test_every_allowed_optimizer_builds_and_steps(name):
+    assert _steps(compose([f"optim.name={name}"]).optim)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_optimizer_preset_builds_and_steps(preset):
+    assert _steps(compose([f"optim={preset}"]).optim)
+
+
+def test_every_allowed_optimizer_has_a_preset():
+    assert {compose([f"optim={p}"]).optim.name for p in PRESETS} == set(optim.OPTIMIZERS)
 
 
 def test_norm_and_bias_parameters_can_skip_weight_decay():
@@ -80,7 +95,7 @@ def test_norm_and_bias_parameters_can_skip_weight_decay():
 
 
 def _lrs(sched_overrides, epochs=10, steps=5):
-    cfg = compose(sched_overrides).sched
+    cfg = compose(["optim.lr=1.0", *sched_overrides]).sched  # the lr of the optimizer below
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched, when = optim.build_scheduler(opt, cfg, epochs, steps, "max")
