@@ -65,6 +65,7 @@ def test_model_init_does_not_depend_on_how_data_is_loaded(tmp_path):
     assert torch.equal(weights[0], weights[1])
 
 
+@pytest.mark.slow
 def test_corrupt_image_in_a_worker_gives_one_line(tmp_path):
     write_image_folder(tmp_path / "imgs")
     (tmp_path / "imgs" / "class0" / "bad.png").write_text("not an image")

@@ -49,6 +49,7 @@ def test_debug_shows_the_traceback():
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+@pytest.mark.slow
 def test_missing_data_root_is_a_runtime_error_with_exit_1(tmp_path):
     proc = cnnlab("train", "data=mnist", f"data.root={tmp_path}/absent")
     assert proc.returncode == 1 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr

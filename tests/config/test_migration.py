@@ -102,6 +102,7 @@ def test_migrate_takes_plain_dicts_and_leaves_new_configs_alone():
     assert migrate(cfg) is cfg and OmegaConf.to_container(cfg) == OmegaConf.to_container(compose([]))
 
 
+@pytest.mark.slow
 def test_the_command_line_and_a_saved_run_with_old_keys(tmp_path):
     """`cnnlab train trainer.device=cpu` runs with one warning line; `cnnlab eval` reads a run
     whose config.yaml has the old names."""

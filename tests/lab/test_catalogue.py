@@ -131,6 +131,7 @@ def test_calculation_measures_are_flagged():
     assert measures.get("conv-arithmetic").calculation and not measures.get("bench-train").calculation
 
 
+@pytest.mark.slow
 def test_run_all_skips_an_experiment_whose_data_is_missing_and_the_report_says_why(outputs, tmp_path,
                                                                                   monkeypatch):
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "no-data-here"))

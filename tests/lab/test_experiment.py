@@ -94,6 +94,7 @@ def test_bad_experiment_files_fail_before_any_job(tmp_path):
         validate_jobs(exp.sweep_overrides(spec))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", exp.list_experiments(), ids=lambda p: p.stem)
 def test_every_shipped_experiment_parses_and_its_quick_scale_composes(path):
     from cnnlab.lab import measures

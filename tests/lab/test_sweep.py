@@ -43,6 +43,7 @@ def test_sweep_runs_every_job_and_aggregates(outputs):
     assert len(pd.read_csv(outputs / "results.csv")) == 4
 
 
+@pytest.mark.slow
 def test_job_folders_are_named_by_a_stable_hash_of_their_overrides(outputs):
     _sweep(*FAST, "seed=0,1")
     _sweep(*FAST, "seed=0,1")
@@ -194,6 +195,7 @@ def test_experiment_views_test_every_run_under_each_mode(outputs, tmp_path):
     assert again.jobs.test_acc.tolist() == jobs.test_acc.tolist()
 
 
+@pytest.mark.slow
 def test_transfer_jobs_share_one_cached_pretraining_run(outputs):
     """Jobs compose their source's pretraining config inside Hydra's multirun; the source is
     trained by the first job and read from the cache by the rest."""

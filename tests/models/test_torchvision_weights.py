@@ -84,6 +84,7 @@ def close(got, want):
     return torch.allclose(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_loaded_model_computes_what_torchvision_computes(home, arch):
     spec = f"{arch}.IMAGENET1K_V1"

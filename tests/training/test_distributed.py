@@ -238,6 +238,7 @@ def test_even_shards_give_every_rank_the_same_steps():
     assert distributed.rank_seed(0, 1) != distributed.rank_seed(1, 1)
 
 
+@pytest.mark.slow
 def test_one_process_never_starts_the_launcher():
     code = ("import sys, torch; from cnnlab.config import compose; from cnnlab.training.recipe import train; "
             f"train(compose({TINY + ['data=shapes', 'data.num_train=200', 'model=lenet5']!r})); "

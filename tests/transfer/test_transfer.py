@@ -69,6 +69,7 @@ def test_discriminative_rates_reach_the_optimizer(source_run):
     assert len(lr_of) == sum(1 for _ in model.parameters())
 
 
+@pytest.mark.slow
 def test_frozen_layers_get_no_gradient_and_stay_bit_identical(source_run):
     cfg, parts = _parts("data=shapes_style", "transfer=finetune_top", "transfer.unfreeze=1",
                         f"transfer.source={source_run}")
