@@ -50,6 +50,15 @@ def ensure_writable(folder: Path) -> Path:
     return folder
 
 
+def _csv_header(path: Path) -> list | None:
+    """A CSV file's column names, or None when there is no file (or it is empty)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), None)
+    except FileNotFoundError:
+        return None
+
+
 class Run:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -92,13 +101,31 @@ class Run:
         write_text_atomic(self.root / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     def log_metrics(self, row: dict) -> None:
+        """Append one epoch's row. A row whose columns differ from the file's header (a run
+        resumed by a newer cnnlab that records more columns) rewrites the file under the union
+        of both headers, atomically, so no value lands under another column's name."""
         path = self.root / "metrics.csv"
-        new = not path.exists()
+        header = _csv_header(path)
+        if header is not None and not set(row) <= set(header):
+            with open(path, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+            fields = header + [k for k in row if k not in header]
+            self._write_metrics(rows + [row], fields)
+            return
         with open(path, "a", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
+            writer = csv.DictWriter(f, fieldnames=header or list(row), restval="")
+            if header is None:
                 writer.writeheader()
             writer.writerow(row)
+
+    def _write_metrics(self, rows: list, fields: list) -> None:
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.root / "metrics.csv", buf.getvalue())
 
     def write_summary(self, summary: dict) -> None:
         write_text_atomic(self.root / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
@@ -109,13 +136,9 @@ class Run:
 
     def rewrite_metrics(self, rows: list) -> None:
         """metrics.csv as exactly `rows` (a resumed run drops rows written after its checkpoint)."""
-        import io
-
         if not rows:  # log_metrics writes the header with the first row
             (self.root / "metrics.csv").unlink(missing_ok=True)
             return
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text_atomic(self.root / "metrics.csv", buf.getvalue())
+        fields = list(rows[0])
+        fields += [k for r in rows for k in r if k not in fields]
+        self._write_metrics(rows, fields)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from cnnlab.config import compose
@@ -19,6 +21,44 @@ def _outputs(tmp_path, monkeypatch):
 @pytest.fixture
 def outputs(_outputs):
     return _outputs
+
+
+# Where OS packages put datasets, as this session was started (None: /usr/share/datasets).
+_SYSTEM_DATASETS = os.environ.get("CNNLAB_SYSTEM_DATASETS")
+
+
+@pytest.fixture(autouse=True)
+def _no_system_datasets(tmp_path, monkeypatch):
+    """Datasets installed by OS packages (/usr/share/datasets) are invisible to cnnlab unless a test
+    asks for them (fashion_mnist_package), so no other test depends on what this machine has."""
+    monkeypatch.setenv("CNNLAB_SYSTEM_DATASETS", str(tmp_path / "no-system-datasets"))
+
+
+def in_ci() -> bool:
+    """CI runs (.ci/run with CI=true) must have the data the tests need; elsewhere it may lack."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.fixture
+def fashion_mnist_package(monkeypatch):
+    """The folder of the OS package `dataset-fashion-mnist` (the real 70,000 images), visible to
+    cnnlab for this test. When it is not installed the test skips, naming the install command;
+    under CI (CI=true) it fails instead: .ci/run installs the package there."""
+    from cnnlab.data import idx
+
+    if _SYSTEM_DATASETS:
+        monkeypatch.setenv("CNNLAB_SYSTEM_DATASETS", _SYSTEM_DATASETS)
+    else:
+        monkeypatch.delenv("CNNLAB_SYSTEM_DATASETS")
+    folder = idx.system_folder("fashion_mnist")
+    if folder is None:
+        why = (f"needs the real Fashion-MNIST: {idx.package_folder('fashion_mnist')}/ lacks its "
+               f"four files; `apt-get install dataset-fashion-mnist` puts them there")
+        if in_ci():
+            pytest.fail(f"CI=true and the test {why} (.ci/run installs it when run as root with "
+                        f"apt-get)", pytrace=False)
+        pytest.skip(why)
+    return folder
 
 
 def tiny(*overrides: str):

@@ -34,6 +34,8 @@ def data_info(overrides: Optional[List[str]] = OVERRIDES):
     typer.echo("splits: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     typer.echo("mean: " + ", ".join(f"{m:.4f}" for m in b.mean) + "   std: " + ", ".join(f"{s:.4f}" for s in b.std))
     typer.echo("classes: " + ", ".join(b.class_names[:20]) + (" ..." if b.num_classes > 20 else ""))
+    if b.info.get("source"):
+        typer.echo(f"source: {b.info['source']}")
 
 
 @data_app.command("fetch")

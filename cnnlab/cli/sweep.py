@@ -49,7 +49,8 @@ def show_report(console, p, spec, r) -> None:
     from cnnlab.lab import report
 
     if r.jobs.empty:
-        console.print("no job finished")
+        v = r.verdict
+        console.print(f"[bold]claim {v['claim']}: {v['verdict']}[/bold] - {v['text']}" if v else "no job finished")
         return
     status = r.jobs[[*r.axes, "status", *([p.metric] if p.metric in r.jobs else []), "error"]]
     console.print(rich_table(status.astype(object).where(status.notna(), "")))
@@ -58,6 +59,11 @@ def show_report(console, p, spec, r) -> None:
     if r.verdict and spec.verdict.kind == "best" and r.verdict.get("evidence"):
         console.print(f"[bold]{p.metric} of each {spec.verdict.by} per cell; the recommended one[/bold]")
         console.print(rich_table(report.best_table(r.verdict["evidence"])))
+    if spec is not None and spec.tune and getattr(r, "tuning", None) is not None:
+        from cnnlab.lab import tuning
+
+        console.print(f"[bold]per-arm tuning: mean {spec.tune_metric} (validation) of each setting[/bold]")
+        console.print(rich_table(tuning.table(r.tuning, spec)))
     if spec is not None and spec.views and "view_ms_per_image" in r.jobs.columns:
         console.print("[bold]cost of each test-time view mode[/bold]")
         console.print(rich_table(report.view_costs(r.jobs)))

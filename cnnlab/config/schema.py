@@ -151,6 +151,14 @@ class TrainerConfig:
     # epoch with the lr halved, at most max_rollbacks times, then stop
     on_nan: str = "stop"
     max_rollbacks: int = 3
+    # train_loss/train_acc are measured after each epoch in eval mode on this many training
+    # images, un-augmented, at the validation view: the first N of a permutation seeded with
+    # data.split_seed, so every run and epoch of a sweep scores the same images (the running
+    # train-mode averages are kept as running_loss/running_acc). auto: as many as the
+    # validation split has, so both numbers carry similar sampling noise, but at least 1000
+    # (a standard error under 1.6 points) when the training split has that many; never more
+    # than the training split. 0: off, train_* are the running averages. Any: an int or auto.
+    train_eval_size: Any = "auto"
 
 
 @dataclass

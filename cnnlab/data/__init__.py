@@ -28,8 +28,9 @@ def list_datasets() -> dict[str, str]:
 
 def missing(cfg: Any) -> str | None:
     """Why dataset `cfg.name` cannot be read on this machine, or None. Generated and packaged
-    sets are always there; torchvision's file-backed sets are opened (their constructors read the
-    files) to check."""
+    sets are always there; torchvision's file-backed sets are opened under data.root (their
+    constructors read the files) and, for a set an OS package ships (fashion_mnist), the
+    package's folder is checked when data.root does not hold it."""
     from cnnlab.data import torchvision_sets
 
     if cfg.name in torchvision_sets.SOURCES:
@@ -90,5 +91,5 @@ def create(cfg: Any):
         name=cfg.name, train=train, val=val, test=test, class_names=list(pools.class_names),
         in_chans=int(sample.shape[0]), image_size=(int(sample.shape[1]), int(sample.shape[2])),
         mean=[float(m) for m in mean], std=[float(s) for s in std],
-        info={"in_memory": train.in_memory},
+        info={"in_memory": train.in_memory, **({"source": pools.source} if pools.source else {})},
     )

@@ -45,6 +45,7 @@ class Pools:
     class_names: list[str]
     mean: Optional[list[float]] = None  # known statistics (else computed from the train split)
     std: Optional[list[float]] = None
+    source: Optional[str] = None  # where the files were read from (the bundle's info["source"])
 
 
 @dataclass

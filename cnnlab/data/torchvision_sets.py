@@ -2,6 +2,9 @@
 
 cnnlab never downloads at run time: when the files are missing the error names them, where
 they go (`data.root`) and how to fetch them on a connected machine (`cnnlab data fetch NAME`).
+A dataset that an OS package ships (Fashion-MNIST: Debian/Ubuntu's `dataset-fashion-mnist`, see
+cnnlab/data/idx.py) is read from the package's folder when data.root does not hold it: the same
+splits, labels, class names and uint8 tensors, and the bundle's info["source"] says which.
 All of these fit in memory, so they are held as one uint8 tensor.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnnlab.data import idx
 from cnnlab.data.registry import register_dataset
 from cnnlab.data.base import Pools, Split
 from cnnlab.errors import DataError, UsageError
@@ -18,7 +22,8 @@ SOURCES = {
     "cifar10": ("CIFAR10", "train", "CIFAR-10: 60,000 32x32 colour images, 10 classes"),
     "cifar100": ("CIFAR100", "train", "CIFAR-100: 60,000 32x32 colour images, 100 classes"),
     "mnist": ("MNIST", "train", "MNIST: 70,000 28x28 grey handwritten digits"),
-    "fashion_mnist": ("FashionMNIST", "train", "Fashion-MNIST: 70,000 28x28 grey clothing images"),
+    "fashion_mnist": ("FashionMNIST", "train", "Fashion-MNIST: 70,000 28x28 grey clothing images "
+                      "(data.root, or the OS package dataset-fashion-mnist)"),
     "svhn": ("SVHN", "split", "SVHN: 99,289 32x32 house-number digits (train + test)"),
     "stl10": ("STL10", "split", "STL-10: 13,000 labelled 96x96 colour images, 10 classes"),
 }
@@ -90,30 +95,105 @@ def _not_found(name: str, root: str) -> str:
             f"that folder here")
 
 
-def missing(name: str, cfg) -> str | None:
-    """Why `name`'s files cannot be read under cfg.root (the message a run would fail with), or None."""
+class _NotThere(DataError):
+    """data.root does not hold the dataset (as opposed to holding a file that cannot be read):
+    `original` is the error to report when there is nothing else to try, `where` says it in a
+    few words for a message that also names the OS package."""
+
+    def __init__(self, original: Exception, where: str):
+        super().__init__(str(original))
+        self.original = original
+        self.where = where
+
+
+def _open_root(name: str, cfg):
+    """torchvision's (train, test) datasets under cfg.root, and the root."""
     try:
         root = str(check_root(cfg.root, name))
-        _open(name, root, train=True)
-        _open(name, root, train=False)
+    except (DataError, UsageError) as exc:
+        if not cfg.root:
+            where = "data.root is not set"
+        elif not Path(cfg.root).expanduser().exists():
+            where = f"data.root={cfg.root} does not exist"
+        else:
+            where = f"data.root={cfg.root} is not a readable folder"
+        raise _NotThere(exc, where) from exc
+    try:
+        return _open(name, root, train=True), _open(name, root, train=False), root
+    except RuntimeError as exc:  # torchvision: "Dataset not found"
+        raise _NotThere(DataError(_not_found(name, root)),
+                        f"data.root={root} has no {expected_files(name)}") from exc
+    except Exception as exc:  # a corrupt or unreadable file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{name} under data.root={root} cannot be read: {first}") from exc
+
+
+def _nowhere(name: str, exc: _NotThere) -> DataError:
+    """Neither data.root nor the OS package's folder holds `name`: one line naming both ways."""
+    return DataError(
+        f"{name} not found: {exc.where}, and {idx.package_folder(name)}/ does not exist. "
+        f"Install it with {idx.install_hint(name)}, or on a connected machine run "
+        f"`cnnlab data fetch {name} data.root=<folder>` and copy that folder here")
+
+
+def _system_pools(name: str, folder: Path) -> Pools:
+    """The dataset read from an OS package's gzipped IDX files, as torchvision would give it."""
+    import torch
+
+    train_x, train_y, test_x, test_y = idx.read_splits(folder)
+    size, _ = SHAPES[name]
+    classes = list(_tv_class(name).classes)
+    for x, y in ((train_x, train_y), (test_x, test_y)):
+        if x.shape[1:] != (size, size):
+            raise DataError(f"{folder}: {name} images are {size}x{size}, "
+                            f"these are {x.shape[1]}x{x.shape[2]}")
+        if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+            raise DataError(f"{folder}: labels must lie in 0..{len(classes) - 1}, "
+                            f"found {y.min()}..{y.max()}")
+
+    def split(x, y) -> Split:
+        images = torch.from_numpy(x).unsqueeze(1).contiguous()
+        return Split(labels=torch.from_numpy(y), images=images)
+
+    return Pools(train=split(train_x, train_y), test=split(test_x, test_y), class_names=classes,
+                 source=f"OS package {idx.package_name(name)} ({folder})")
+
+
+def missing(name: str, cfg) -> str | None:
+    """Why `name`'s files cannot be read under cfg.root nor, where an OS package ships it, in the
+    package's folder (the message a run would fail with), or None. The package's files are
+    checked by their headers and lengths, without decompressing them."""
+    try:
+        _open_root(name, cfg)
+    except _NotThere as exc:
+        folder = idx.package_folder(name)
+        if folder is None:
+            return str(exc.original)
+        if not folder.is_dir():
+            return str(_nowhere(name, exc))
+        try:
+            idx.check_splits(folder)
+        except DataError as bad:
+            return str(bad)
     except (DataError, UsageError) as exc:
         return str(exc)
-    except RuntimeError:
-        return _not_found(name, root)
-    except Exception as exc:  # a corrupt or unreadable file
-        return f"{name} under data.root={cfg.root} cannot be read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     return None
 
 
 def load(name: str, cfg) -> Pools:
-    root = str(check_root(cfg.root, name))
+    """From data.root in torchvision's layout, else from the OS package's folder (if any)."""
     try:
-        train_ds = _open(name, root, train=True)
-        test_ds = _open(name, root, train=False)
-    except RuntimeError as exc:
-        raise DataError(_not_found(name, root)) from exc
+        train_ds, test_ds, root = _open_root(name, cfg)
+    except _NotThere as exc:
+        folder = idx.package_folder(name)
+        if folder is None:
+            raise exc.original from exc.__cause__
+        if not folder.is_dir():
+            raise _nowhere(name, exc) from exc
+        return _system_pools(name, folder)
     classes = list(getattr(train_ds, "classes", None) or [str(i) for i in range(10)])
-    return Pools(train=_to_split(train_ds), test=_to_split(test_ds), class_names=classes)
+    return Pools(train=_to_split(train_ds), test=_to_split(test_ds), class_names=classes,
+                 source=f"torchvision files under data.root={root}")
 
 
 def fetch(name: str, root: str) -> Path:

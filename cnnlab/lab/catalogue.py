@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from cnnlab.lab.claims import CLAIMS, catalogue, claim_ids, sort_key
+from cnnlab.lab.claims import CLAIMS, NOTES, catalogue, claim_ids, sort_key
 from cnnlab.lab.verdicts import fmt_value
 
 
@@ -94,7 +94,9 @@ def read_entry(folder: Path) -> Optional[Entry]:
 def _csv(path: Path):
     import pandas as pd
 
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    if not path.is_file() or path.stat().st_size <= 1:  # a sweep that ran no job writes an empty table
+        return pd.DataFrame()
+    return pd.read_csv(path)
 
 
 def _seconds(folder: Path) -> float:
@@ -183,6 +185,8 @@ def _blocks(entries: list[Entry], root: Path, skipped: dict[str, str]) -> list[t
             continue
         title = f"{claim}: {CLAIMS[claim]}" if claim in CLAIMS else "cnnlab's own defaults"
         blocks.append(("h2", title))
+        if claim in NOTES:
+            blocks.append(("p", NOTES[claim]))
         if not found:
             blocks.append(("p", "No finished sweep of an experiment for this claim."))
         blocks += [("p", text) for text in not_run.get(claim, [])]
@@ -198,9 +202,14 @@ def _intro(entries: list[Entry], root: Path) -> list[tuple[str, Any]]:
     blocks: list[tuple[str, Any]] = [
         ("h1", "cnnlab: the lecture claims, tested"),
         ("p", f"Built {time.strftime('%Y-%m-%d %H:%M')} from the latest finished sweep of each "
-              f"experiment under {root}. Each verdict compares 95% confidence intervals over "
-              "seeds (see the experiment file for the rule); *inconclusive* means the intervals "
-              "overlap, *not supported* means the data at this scale contradicts the claim."),
+              f"experiment under {root}. Each claim's rules break into comparisons over seeds "
+              "(paired by seed where the experiment says so, Welch's t-test otherwise; rank tests "
+              "for censored times to target), each with its effect, 95% interval and p-value; a "
+              "claim's comparisons are Holm-Bonferroni corrected together at family-wise alpha "
+              "0.05. *supported* / *not supported*: the corrected tests decide for / against the "
+              "claim at this scale; *inconclusive*: they decide neither way, and the report gives "
+              "the smallest effect the set-up could have detected or why it cannot settle it; "
+              "*not testable here*: the machine lacks what the experiment requires, no job ran."),
     ]
     for m in machines:
         info = json.loads(m)
@@ -216,7 +225,7 @@ def _summary(root: Path) -> list[tuple[str, Any]]:
     named = summary.experiment != "(none)"  # one row per experiment; each claim without one counts
     counts = (pd.concat([summary[named].drop_duplicates("experiment"), summary[~named]])["verdict"]
               .str.replace(r" \(\d+ of \d+ jobs did not finish\)$", "", regex=True).value_counts())
-    order = ["supported", "inconclusive", "not supported", "not run", "no experiment"]
+    order = ["supported", "inconclusive", "not supported", "not testable here", "not run", "no experiment"]
     counts = counts.reindex([v for v in order if v in counts] + [v for v in counts.index if v not in order])
     return [("h2", "Summary"),
             ("p", "Experiments: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "."),
@@ -252,10 +261,28 @@ def _entry_blocks(e: Entry, claim: str, shown: dict[str, str]) -> list[tuple[str
                         f"{f' (load average {load[0]} at the start)' if load else ''}; "
                         f"sweep folder {e.sweep_dir.name}."))
     blocks.append(("p", f"Decided by: {v.get('text', '-')}"))
-    blocks.append(("p", f"{e.spec.metric} (mean ± 95% CI half-width over seeds):"))
+    blocks += _rule_blocks(v)
+    blocks.append(("p", f"{e.spec.metric} ({report_what(e.spec.metric)}):"))
     blocks.append(("table", e.table))
     blocks += [("img", f"figures/{e.name}-{png}") for png in e.plots]
     return blocks
+
+
+def report_what(metric: str) -> str:
+    from cnnlab.lab.report import _what
+
+    return _what(metric)
+
+
+def _rule_blocks(v: dict) -> list[tuple[str, Any]]:
+    """The correction, every comparison of the claim's rules, and which parts this set-up
+    settled, left undecided or cannot settle (verdicts from before the comparisons: nothing)."""
+    from cnnlab.lab import report
+
+    if not v.get("tests"):
+        return []
+    return [("p", report.family_text(v) + ":"), ("table", report.rules_table(v)),
+            ("p", report.parts_text(v))]
 
 
 def _markdown(blocks) -> str:

@@ -43,6 +43,16 @@ CLAIMS: dict[str, str] = {
 }
 
 
+# Notes the report prints under a claim where the lecture's own figures need a word.
+NOTES: dict[str, str] = {
+    "C9": "Note on the slide's figures: its line items for the inception module with 1x1 "
+          "reductions (1x1 64, 1x1 64, 1x1 128, 3x3 192 on 64, 5x5 96 on 64, 1x1 64 after the "
+          "pool, on 28x28x256) add up to 271M operations, not 358M (358M counts the 86.7M 3x3 "
+          "term twice): the reduction is 854M -> 271M, not 854M -> 358M. The 854M of the module "
+          "without reductions does add up. cnnlab computes 271.35M (experiment block_costs).",
+}
+
+
 def claim_ids(field: str) -> list[str]:
     """'C8, C9' -> ['C8', 'C9']; '-' (a cnnlab default, not a lecture claim) -> []."""
     return [c.upper() for c in re.findall(r"[Cc]\d+", str(field or ""))]

@@ -9,26 +9,79 @@
     table: {rows: optim, cols: null}
     verdict: {kind: differ, by: optim, margin: 0.01}
     scales: {quick: [...], full: [...]}   # extra overrides per scale (quick is the default)
+    tune: {optim.lr: [0.01, 0.03, 0.1]}   # optional: a grid every arm searches (see below)
 
-Verdict kinds (95% confidence intervals of the mean over seeds decide; overlapping intervals are
-*inconclusive*):
+Verdicts are significance tests over seeds (cnnlab.lab.verdicts, cnnlab.lab.stats). Each rule
+breaks into elementary comparisons, each with its effect, 95% interval and two-sided p-value: a
+paired t-test of the per-seed differences with `paired: true` (rows that agree on every other
+axis, the seed included), Welch's t-test of two independent groups otherwise. The comparisons of
+all of a claim's rules (`verdict` and `also`) are one family, Holm-Bonferroni corrected at
+family-wise alpha 0.05: a comparison is decided when its Holm-adjusted p is at most 0.05, in the
+direction of its effect; otherwise it is *inconclusive*, and the report gives the smallest effect
+the set-up could have detected (80% power at Holm's first-step level 0.05/N) or why it cannot
+settle it at all (too few seeds for the test to ever reach that level).
+Pairing is the experiment's choice, not automatic: it is valid whenever rows match by seed, but
+with three seeds it halves the degrees of freedom (2 against about 4), so it pays only when the
+seed makes the arms move together (the same network tested two ways, the same init or data
+subset); say `paired: true` then.
 - `greater`: metric where `a` exceeds metric where `b`, in every cell of `when` (a dict of axis ->
-  value or list of values). Supported if a's interval lies above b's in every cell; not
-  supported if it lies below in any cell.
-- `differ`: metric differs across the levels of axis `by`. Supported if some two levels have
-  disjoint intervals; not supported if all intervals fit within `margin` of each other.
+  value or list of values). Supported if a > b is decided in every cell; not supported if a < b
+  is decided in any cell.
+- `ratio` (with `range: [low, high]`, either bound may be null): metric at `a` divided by metric
+  at `b`, in every cell of `when`, lies in the range: the comparison is of log values (per seed
+  with `paired: true`, so the effect is the geometric mean of the per-seed ratios; else the
+  ratio of the arms' geometric means), and its interval is the exponentiated interval of the
+  log ratio. Supported in a cell when the interval lies inside the range (two one-sided tests at
+  the bounds, Holm-corrected), not supported when it lies outside (below low or above high),
+  inconclusive otherwise. Write the range with a comment citing where it comes from (C7's "2-3x
+  faster": `range: [2, 3]`; C15's "several times": `range: [2, null]`), never fitted to a result.
+- `differ`: metric differs across the levels of axis `by`: every pair of levels is compared.
+  Supported if some pair is decided apart; not supported if every pair's 95% interval of the
+  difference lies within +-`margin`; inconclusive otherwise.
 - `ensemble` (with `ensemble: true`): in every cell, the averaged softmax of the seeds' runs is
-  more accurate than the members' interval; not supported if it falls below it in any cell.
+  more accurate than its members (a one-sample t-test of the members' accuracies against the
+  ensemble's); not supported if it is decided less accurate in any cell.
 - `best` (with `by` and `recommend: [{when: {axis: value, ...}, best: level}, ...]`): in each
-  listed cell, the recommended level of `by` has the highest mean and no other level beats it
-  by a paired interval above zero. Not supported if one does in any cell (C4's quadrant).
+  listed cell, the recommended level of `by` is compared seed by seed with every other level.
+  Supported if it is decided ahead of every other level in every cell; not supported if another
+  level is decided ahead of it in any cell (C4's quadrant: 4 cells x 4 rivals = 16 comparisons).
 - `near` (with `expected`: a number or a column, and `tolerance`): in every cell (all axes but the
   seed, within `when` and `a`), the mean of metric is within `tolerance` (relative) of the
   expected value: for measured quantities that a formula predicts (im2col's memory ~ k^2 x
-  input, C10; parameter counts, C24). Not supported if any cell is outside.
+  input, C10; parameter counts, C24). Not supported if any cell is outside. A tolerance check of
+  a formula, not a significance test: it stays out of the Holm family.
 
 `also: [rule, ...]` adds rules to `verdict`; the claim is supported when every rule is, not
 supported when any is not, and inconclusive otherwise.
+
+Censored measures: `epochs_to_target` and `seconds_to_target` of a run that never reached the
+target are censored: only "not reached by epoch N" is known (the row's epochs_to_target is
+epochs_run + 1). They are never averaged: tables show each cell's median and how many runs
+reached the target (cnnlab.lab.stats.censored; the median is given only when more than half
+did), and a rule comparing them uses only the order of the runs, which censoring leaves intact:
+when any run in the comparison is censored, `paired: true` uses the sign test of the per-seed
+differences and otherwise the Mann-Whitney (Gehan) test, each with the order-statistic 95%
+interval of the difference (a censored run's difference is bounded on one side only, so the
+interval may be open), and the effect is the median difference (open when censoring hides it).
+A censored run counts as slower than every run that reached the target, which is exact when all
+runs have the same epoch budget. When no run is censored the t-tests apply as usual. Few seeds
+cannot settle a rank test at all (the sign test on 3 pairs never gives p below 0.25): the verdict
+then says so instead of guessing.
+
+`requires:` what the machine must offer for the experiment to mean anything (C22's speed-up
+needs two processes with cores of their own):
+
+    requires:
+      processes: 2            # worker processes one job starts ...
+      cores_per_process: 2    # ... each with this many cores of its own (on CPU)
+      gpus: 0                 # CUDA GPUs needed in any case
+      cores: 0                # logical cores needed in any case
+      why: "two processes on the same cores measure contention, not data parallelism"
+
+`processes` x `cores_per_process` must fit the cores this process may use, except where CUDA
+GPUs are present: jobs then run one process per GPU (trainer.accelerator=auto), so `processes`
+GPUs are needed instead. When a requirement is not met, `cnnlab sweep` and `run-all` run none of
+the experiment's jobs and its verdict is "not testable here", with the reason.
 
 `measure: <name>` (cnnlab.lab.measures) makes the jobs benchmarks or calculations instead of training
 runs; each job gives several rows, and the measurement's key columns (bench-train's `pipeline`,
@@ -45,10 +98,22 @@ test-time view mode (cnnlab.evaluation.views, at the run's training crop size): 
 per job and mode with a `views` column (an axis rules and tables may name), test_acc / test_top5
 / test_loss of that mode, and its cost `view_ms_per_image` and `views_per_image` (C3).
 
-`paired: true` in a `greater` rule compares a and b run by run instead of as two groups: rows
-that agree on every other axis (the seed included: the same trained network under two test
-modes, or two strategies from the same seed) are differenced, and the 95% interval of the mean
-difference decides (above 0: supported; below 0: not supported).
+`paired: true` in a `greater`, `ratio` or `differ` rule compares a and b run by run instead of as
+two groups: rows that agree on every other axis (the seed included: the same trained network
+under two test modes, or two strategies from the same seed) are differenced, and the test of
+the mean difference decides (`best` always compares its levels this way).
+
+`tune: {key: [values], ...}` (per-arm tuning, so that no verdict rests on one setting that suits
+one arm): every arm (one combination of the axes' values) runs every setting of this grid (the
+product of its keys' values) under every seed, so the sweep has arms x settings x seeds jobs.
+For each arm the setting with the best mean `tune_metric` over the arm's seeds is kept (ties: the
+first in the grid as written) and only its rows reach the table, plots and verdict; report.md
+shows every candidate's validation score and the choice, results.csv marks the kept rows
+`tuned`. `tune_metric` (default `best_val_acc`) must be a validation-split column: highest wins
+for *acc, lowest for *loss; the test split never influences the choice. A tune key may not be
+an axis, the seed, or set by base or a scale, and rules cannot name it; paired rules pair by seed
+and the other axes across the arms' own settings. `tune_scales: {quick: {optim.lr: [0.03, 0.1]}}`
+replaces, at that scale, the values of the tune keys it names (cnnlab.lab.tuning).
 """
 
 from __future__ import annotations
@@ -59,6 +124,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from cnnlab.errors import UsageError
+from cnnlab.lab import tuning
 from cnnlab.lab.verdicts import fmt_value
 
 JOB_METRICS = ("test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
@@ -82,10 +148,22 @@ class VerdictSpec:
     when: Dict[str, Any] = field(default_factory=dict)
     by: Optional[str] = None
     margin: float = 0.0
-    paired: bool = False  # greater: difference a - b within matched runs (same seed, other axes)
+    paired: bool = False  # greater/ratio/differ: a vs b within matched runs (same seed, other axes)
     recommend: List[Dict[str, Any]] = field(default_factory=list)  # best: [{when: {...}, best: level}]
     expected: Optional[Any] = None  # near: a number or the name of a column holding the expected value
     tolerance: float = 0.0  # near: allowed relative deviation |mean / expected - 1|
+    range: List[Optional[float]] = field(default_factory=list)  # ratio: [low, high], either may be null
+
+
+@dataclass
+class RequiresSpec:
+    """What the machine must offer for the experiment to test its claim (see the docstring)."""
+
+    processes: int = 1  # worker processes one job starts ...
+    cores_per_process: int = 0  # ... each with this many cores of its own (CPU)
+    gpus: int = 0  # CUDA GPUs needed in any case
+    cores: int = 0  # logical cores needed in any case
+    why: str = ""  # the sentence the "not testable here" verdict gives
 
 
 @dataclass
@@ -114,6 +192,10 @@ class ExperimentSpec:
     measure: Optional[str] = None  # a cnnlab.lab.measures name: benchmark/calculation jobs, not training
     measure_args: Dict[str, Any] = field(default_factory=dict)
     exclusive: bool = False  # jobs time themselves or use every core: never run beside each other
+    tune: Dict[str, List[Any]] = field(default_factory=dict)  # per-arm search grid (cnnlab.lab.tuning)
+    tune_metric: str = "best_val_acc"  # a validation-split column the search maximises (*acc) or minimises
+    tune_scales: Dict[str, Dict[str, List[Any]]] = field(default_factory=dict)  # scale -> smaller grid
+    requires: Optional[RequiresSpec] = None  # else "not testable here" (see the docstring)
     name: str = ""
     notes: str = ""
 
@@ -179,6 +261,8 @@ def check(spec: ExperimentSpec, where: str = "experiment") -> None:
         raise UsageError(f"{where}: 'also' adds rules to a verdict; give the first as verdict:")
     for v in ([spec.verdict] if spec.verdict else []) + list(spec.also):
         _check_rule(spec, v, axes, known, where)
+    tuning.check(spec, known, where)
+    _check_requires(spec.requires, where)
 
 
 def _columns(spec: ExperimentSpec, where: str) -> tuple[set, set]:
@@ -244,9 +328,69 @@ def _check_near(spec: ExperimentSpec, v: VerdictSpec, columns: set, where: str) 
         raise UsageError(f"{where}: expected column '{v.expected}' is not a column jobs produce")
 
 
+def _check_ratio(spec: ExperimentSpec, v: VerdictSpec, columns: set, where: str) -> None:
+    if not v.a or not v.b:
+        raise UsageError(f"{where}: a 'ratio' verdict needs both a and b")
+    bounds = list(v.range)
+    if len(bounds) != 2 or all(x is None for x in bounds):
+        raise UsageError(f"{where}: a 'ratio' verdict needs range: [low, high] (one may be null)")
+    if any(x is not None and not x > 0 for x in bounds):
+        raise UsageError(f"{where}: ratio range bounds must be positive, got {bounds}")
+    if None not in bounds and bounds[0] > bounds[1]:
+        raise UsageError(f"{where}: ratio range [{bounds[0]}, {bounds[1]}] has low above high")
+
+
 # verdict kind -> the check of its own fields (the kinds are described in the module docstring)
 RULE_CHECKS = {"greater": _check_greater, "differ": _check_differ, "ensemble": _check_ensemble,
-               "best": _check_best, "near": _check_near}
+               "best": _check_best, "near": _check_near, "ratio": _check_ratio}
+
+
+def _check_requires(req: Optional[RequiresSpec], where: str) -> None:
+    if req is None:
+        return
+    if req.processes < 1 or min(req.cores_per_process, req.gpus, req.cores) < 0:
+        raise UsageError(f"{where}: requires needs processes >= 1 and no negative count")
+
+
+def machine_capacity() -> dict:
+    """{cores, gpus}: the logical cores this process may use and the CUDA GPUs it sees."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        gpus = 0
+    return {"cores": cores, "gpus": gpus}
+
+
+def unmet_requirement(spec: ExperimentSpec, machine: Optional[dict] = None) -> Optional[str]:
+    """Why this machine cannot test the experiment's claim (its `requires:`), or None if it can
+    (or the experiment requires nothing). `machine` ({cores, gpus}) defaults to this one."""
+    req = spec.requires
+    if req is None:
+        return None
+    have = machine if machine is not None else machine_capacity()
+    cores, gpus = int(have.get("cores") or 0), int(have.get("gpus") or 0)
+    missing = []
+    if req.gpus > gpus:
+        missing.append(f"{req.gpus} CUDA GPU(s), this machine has {gpus}")
+    if req.cores > cores:
+        missing.append(f"{req.cores} cores, this machine has {cores}")
+    if req.processes > 1 and gpus:
+        if req.processes > gpus:
+            missing.append(f"{req.processes} CUDA GPUs (one per process), this machine has {gpus}")
+    elif req.processes * req.cores_per_process > cores:
+        missing.append(f"{req.processes} processes x {req.cores_per_process} cores = "
+                       f"{req.processes * req.cores_per_process} cores, this machine has {cores}")
+    if not missing:
+        return None
+    return "needs " + "; ".join(missing) + (f": {req.why}" if req.why else "")
 
 
 def _check_view_mode(mode: str, where: str) -> None:
@@ -262,13 +406,15 @@ def _check_view_mode(mode: str, where: str) -> None:
 
 
 def sweep_overrides(spec: ExperimentSpec, scale: str = "quick") -> list[str]:
-    """The Hydra multirun overrides of an experiment at a scale: base, scale, axes, seeds."""
+    """The Hydra multirun overrides of an experiment at a scale: base, scale, axes, the tune
+    grid, seeds."""
     if scale not in ("quick", *spec.scales):
         raise UsageError(f"experiment {spec.name} has no scale '{scale}'; scales: "
                          f"{', '.join(['quick', *spec.scales])}")
     out = list(spec.base) + list(spec.scales.get(scale, []))
     for key, values in spec.axes.items():
         out.append(f"{key}={','.join(fmt_value(v) for v in values)}")
+    out += tuning.overrides(spec, scale)  # per-arm tuning: each arm runs every setting
     out.append("seed=" + ",".join(str(s) for s in spec.seeds))
     return out
 

@@ -1,7 +1,12 @@
 """A sweep's tables, verdict, plots and report.md, computed with pandas from its job folders.
 
 results.csv: one row per job (the swept axes, then status and metrics).
-summary.csv: grouped over every axis but the seed: mean, std, n and the 95% confidence interval.
+summary.csv: grouped over every axis but the seed: mean, std, n and the 95% confidence interval;
+for a time to target (censored: a run may never reach it) the median, how many reached it and
+the text of cnnlab.lab.stats.censored instead of a mean.
+verdict.json: the verdict, each rule's comparisons (effect, 95% interval, p, Holm-adjusted p,
+smallest detectable effect) and the correction; "not testable here" when the machine does not
+meet the experiment's `requires:` (no job ran).
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from cnnlab.lab import tuning
 from cnnlab.lab.experiment import ExperimentSpec
 from cnnlab.lab.sweep import job_table
-from cnnlab.lab.verdicts import decide, mean_ci
+from cnnlab.lab.verdicts import TARGET_METRICS, arm_summary, decide, detectable_text, mean_ci
 
 AXIS_EXCLUDE = {"job", "status", "error"}
 
@@ -26,6 +32,7 @@ class Report:
     axes: list[str]
     verdict: Optional[dict]
     path: Path
+    tuning: Any = None  # DataFrame of per-arm tune scores and choices (experiment `tune:`), or None
 
 
 def swept_axes(jobs, spec: Optional[ExperimentSpec]) -> list[str]:
@@ -58,7 +65,10 @@ def summarise(jobs, axes: list[str], metric: str):
     grouped = ok.groupby(groups, sort=False, dropna=False) if groups else [((), ok)]
     for key, sub in grouped:
         key = key if isinstance(key, tuple) else (key,)
-        stats = mean_ci(pd.to_numeric(sub[metric], errors="coerce").tolist())
+        if metric in TARGET_METRICS:  # censored: median and how many reached it, never a mean
+            stats = arm_summary(sub, metric)
+        else:
+            stats = mean_ci(pd.to_numeric(sub[metric], errors="coerce").tolist())
         extra = {"diverged": int((sub.status == "diverged").sum())} if "status" in sub else {}
         rows.append({**dict(zip(groups, key)), **stats, **extra})
     return pd.DataFrame(rows)
@@ -70,20 +80,28 @@ def build(sweep_dir: Path, spec: Optional[ExperimentSpec], metric: str = "test_a
     from cnnlab.run import write_text_atomic
 
     jobs, axes = _job_rows(sweep_dir, spec)
+    jobs, tuned = tuning.mark(jobs, spec, tuning.sweep_scale(sweep_dir))  # each arm's chosen setting
     jobs.to_csv(sweep_dir / "results.csv", index=False)
-    summary = summarise(jobs, axes, metric)
+    if tuned is not None:
+        tuned.to_csv(sweep_dir / "tuning.csv", index=False)
+    kept = tuning.selected(jobs)  # tables, plots and verdict: the chosen settings' rows only
+    summary = summarise(kept, axes, metric)
     summary.to_csv(sweep_dir / "summary.csv", index=False)
-    ensembles = _ensembles(sweep_dir, jobs, axes) if spec is not None and spec.ensemble else None
-    verdict = _verdict(sweep_dir, spec, jobs, ensembles)
-    images = _plots(sweep_dir, jobs, summary, axes, metric, spec) if plots and not summary.empty else []
+    ensembles = _ensembles(sweep_dir, kept, axes) if spec is not None and spec.ensemble else None
+    verdict = _verdict(sweep_dir, spec, kept, ensembles)
+    images = _plots(sweep_dir, kept, summary, axes, metric, spec) if plots and not summary.empty else []
     write_text_atomic(sweep_dir / "report.md", _markdown(sweep_dir, spec, jobs, summary, axes, metric,
-                                                         verdict, images, ensembles))
-    return Report(jobs=jobs, summary=summary, axes=axes, verdict=verdict, path=sweep_dir)
+                                                         verdict, images, ensembles, tuned))
+    return Report(jobs=kept, summary=summary, axes=axes, verdict=verdict, path=sweep_dir, tuning=tuned)
 
 
 def _job_rows(sweep_dir: Path, spec: Optional[ExperimentSpec]):
     """(jobs, axes): one row per job (per job and view mode with `views`), the axes and status
     in front, rows in the experiment's axis order."""
+    if not (sweep_dir / "jobs").is_dir():  # an experiment not testable here ran no job
+        import pandas as pd
+
+        return pd.DataFrame(), []
     jobs = job_table(sweep_dir, spec.target if spec is not None else None)
     if spec is not None and spec.views and not jobs.empty:
         jobs = view_rows(sweep_dir, jobs, list(spec.views))
@@ -102,10 +120,25 @@ def _verdict(sweep_dir: Path, spec: Optional[ExperimentSpec], jobs, ensembles) -
 
     if spec is None or spec.verdict is None:
         return None
-    ok = jobs[jobs.status.isin(["done", "diverged"])] if not jobs.empty else jobs
-    verdict = {"claim": spec.claim, "statement": spec.statement, **decide(spec, ok, ensembles)}
+    untestable = _untestable(sweep_dir) if jobs.empty else ""  # resumed on a machine that can: decide
+    if untestable:
+        verdict = {"claim": spec.claim, "statement": spec.statement, "verdict": "not testable here",
+                   "text": untestable, "evidence": [], "tests": []}
+    else:
+        ok = jobs[jobs.status.isin(["done", "diverged"])] if not jobs.empty else jobs
+        verdict = {"claim": spec.claim, "statement": spec.statement, **decide(spec, ok, ensembles)}
     write_text_atomic(sweep_dir / "verdict.json", json.dumps(verdict, indent=2, default=_json) + "\n")
     return verdict
+
+
+def _untestable(sweep_dir: Path) -> str:
+    """Why the sweep ran no job (its sweep.yaml's `untestable`: the experiment's `requires:` not
+    met where it was launched), or ''."""
+    import yaml
+
+    path = sweep_dir / "sweep.yaml"
+    saved = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return str(saved.get("untestable") or "") if isinstance(saved, dict) else ""
 
 
 def _sorted(jobs, axes: list[str], spec: Optional[ExperimentSpec]):
@@ -248,6 +281,9 @@ def _num(x: float, scale: float) -> str:
 
 
 def cell_text(row) -> str:
+    text = row.get("text") if hasattr(row, "get") else None
+    if isinstance(text, str):  # a censored time to target: "median 5, reached 3/3 by 30"
+        return text
     if row["n"] == 0:
         return "-"
     mean = row["mean"]
@@ -292,7 +328,8 @@ def _pivot(view, groups: list[str], rows: str, cols: str):
     return table.reset_index()
 
 
-def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images, ensembles=None) -> str:
+def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images, ensembles=None,
+              tuned=None) -> str:
     lines = [f"# Sweep {sweep_dir.name}", ""]
     if spec is not None:
         lines += [f"**Claim {spec.claim}**: {spec.statement}", ""]
@@ -300,11 +337,11 @@ def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images, ens
         lines += [f"**Verdict: {verdict['verdict']}** ({verdict['text']})", ""]
     per_job = jobs.drop_duplicates("job") if "job" in jobs.columns else jobs  # views repeat jobs
     counts = per_job.status.value_counts().to_dict() if not jobs.empty else {}
-    lines += ["Jobs: " + ", ".join(f"{v} {k}" for k, v in counts.items()), ""]
-    lines += _section(f"{metric} (mean ± 95% CI half-width over seeds)", table_view(summary, spec, axes))
-    if verdict is not None and spec.verdict.kind == "best" and verdict.get("evidence"):
-        lines += _section(f"{metric} of each {spec.verdict.by} in each cell, and the recommended one",
-                          best_table(verdict["evidence"]))
+    lines += ["Jobs: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none ran"), ""]
+    if not summary.empty:
+        lines += _section(f"{metric} ({_what(metric)})", table_view(summary, spec, axes))
+    lines += tuning.section(tuned, spec) if tuned is not None else []
+    lines += _verdict_sections(spec, verdict, metric) if verdict is not None else []
     if spec is not None and spec.views and "view_ms_per_image" in jobs.columns:
         lines += _section("Cost of each test-time view mode (test split, one process, one after another)",
                           view_costs(jobs))
@@ -316,6 +353,96 @@ def _markdown(sweep_dir, spec, jobs, summary, axes, metric, verdict, images, ens
         lines += [f"![{img}](plots/{img})", ""]
     lines += ["Tables: `results.csv` (one row per job), `summary.csv` (per cell).", ""]
     return "\n".join(lines)
+
+
+def _verdict_sections(spec: ExperimentSpec, verdict: dict, metric: str) -> list[str]:
+    """A `best` rule's levels x cells, then every comparison of the claim's rules, the correction,
+    and which parts the set-up settled."""
+    lines = []
+    if spec.verdict.kind == "best" and verdict.get("evidence"):
+        lines += _section(f"{metric} of each {spec.verdict.by} in each cell, and the recommended one",
+                          best_table(verdict["evidence"]))
+    if verdict.get("tests"):
+        lines += _section(family_text(verdict), rules_table(verdict))
+        lines += [parts_text(verdict), ""]
+    return lines
+
+
+def _what(metric: str) -> str:
+    if metric in TARGET_METRICS:
+        return "median over seeds and how many runs reached the target; censored, never averaged"
+    return "mean ± 95% CI half-width over seeds"
+
+
+def family_text(verdict: dict) -> str:
+    """'Comparisons: Holm-Bonferroni over 7 comparisons (family-wise alpha 0.05)'."""
+    fam = verdict.get("family") or {}
+    n = fam.get("comparisons", 0)
+    return (f"Comparisons: {fam.get('method', 'Holm-Bonferroni')} over {n} comparison"
+            f"{'' if n == 1 else 's'} (family-wise alpha {fam.get('alpha', 0.05)})")
+
+
+def rules_table(verdict: dict):
+    """One row per comparison of the claim's rules: what, effect [95% CI], test, p, Holm p,
+    outcome, and for an undecided one the smallest detectable effect or why it cannot be settled."""
+    import pandas as pd
+
+    from cnnlab.lab.verdicts import cond
+
+    rows = []
+    for t in verdict.get("tests") or []:
+        note = detectable_text(t) if _finite(t.get("detectable")) else t.get("why") or ""
+        rows.append({"rule": t.get("rule", 1), "cell": cond(t["cell"]) or "all", "compare": t["compare"],
+                     "effect [95% CI]": _effect(t) + _SCALES.get(t.get("scale"), ""),
+                     "test": f"{t['test']} ({t['n']})",
+                     "p": _pval(t["p"]), "Holm p": _pval(t.get("p_holm")), "outcome": t["outcome"],
+                     "note": note})
+    table = pd.DataFrame(rows)
+    return table.fillna("") if not table.empty else table
+
+
+def parts_text(verdict: dict) -> str:
+    """Which of a claim's rules this set-up settled, which it left undecided (with the smallest
+    effects it could have detected) and which it cannot settle at all (and why)."""
+    groups: dict[str, list[str]] = {}
+    for i, part in enumerate(verdict.get("parts") or [verdict], 1):
+        label, why = _part_status(part)
+        groups.setdefault(label, []).append(f"rule {i}" + (f" ({why})" if why else ""))
+    return " ".join(f"{label}: {', '.join(groups[label])}." for label in
+                    ("Settled", "Undecided", "Cannot be settled by this set-up") if label in groups)
+
+
+def _part_status(part: dict) -> tuple[str, str]:
+    """(Settled / Undecided / Cannot be settled by this set-up, and why) for one rule."""
+    open_tests = [t for t in part.get("tests") or [] if t["outcome"] == "inconclusive"]
+    if part["verdict"] in ("supported", "not supported"):
+        return "Settled", part["verdict"]
+    if open_tests and all(t.get("why") for t in open_tests):
+        return "Cannot be settled by this set-up", open_tests[0]["why"]
+    sized = [t for t in open_tests if _finite(t.get("detectable"))]
+    worst = max(sized, key=lambda t: t["detectable"]) if sized else None
+    return "Undecided", detectable_text(worst) if worst else ""
+
+
+_SCALES = {"log ratio": " (ratio a/b)", "relative deviation": " (relative)"}  # else a - b
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _effect(t: dict) -> str:
+    e, lo, hi = t.get("effect"), t.get("ci_lo"), t.get("ci_hi")
+    if not _finite(e):
+        return "open (censored)" if _finite(lo) or _finite(hi) else "-"
+    bounds = f" [{_num(lo, e)}, {_num(hi, e)}]" if lo is not None and hi is not None else ""
+    return f"{_num(e, e)}{bounds}"
+
+
+def _pval(p) -> str:
+    if not _finite(p):
+        return "-"
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
 
 
 def _section(title: str, table) -> list[str]:
@@ -356,6 +483,8 @@ def _plots(sweep_dir: Path, jobs, summary, axes, metric, spec=None) -> list[str]
     out = sweep_dir / "plots"
     out.mkdir(exist_ok=True)
     groups = [a for a in axes if a != "seed"]
+    if metric in TARGET_METRICS and "median" in summary.columns:  # censored: medians, no bars
+        summary = summary.assign(mean=summary["median"], ci_lo=summary["median"], ci_hi=summary["median"])
     plotted = groups
     if spec is not None and getattr(spec, "measure", None) and spec.table.rows in groups:
         # a measurement has many key columns: one plot, the table's rows along x
@@ -383,7 +512,7 @@ def _plot_axis(out: Path, summary, groups: list[str], axis: str, metric: str, sp
         _errorbar(ax, sub, axis, cats if not numeric else None, label)
     _x_axis(ax, summary[axis], cats if not numeric else None)
     ax.set_xlabel(axis)
-    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+    ax.set_ylabel(f"{metric} (median)" if metric in TARGET_METRICS else f"{metric} (mean, 95% CI)")
     ax.grid(alpha=0.3)
     if many:
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -75,7 +75,7 @@ class RunAll:
         spec.path = str(exp.experiments_dir() / f"{spec.name}.yaml")
         try:
             p = plan(self.launcher(spec), self.outputs, experiment=spec, scale=self.scale)
-            absent = [] if spec.measure else missing_data(p.jobs)
+            absent = [] if spec.measure or p.untestable else missing_data(p.jobs)
         except Exception as exc:  # a missing launcher plugin, a bad cell: the others still run
             yield self._failed(i, spec, exc)
             return
@@ -83,7 +83,8 @@ class RunAll:
             self.skipped[spec.name] = absent[0]
             yield Step(i, len(self.chosen), spec, "skipped", plan=p, why=absent[0])
             return
-        yield Step(i, len(self.chosen), spec, "started", plan=p)
+        if not p.untestable:  # else launch only records the sweep, and its verdict says why
+            yield Step(i, len(self.chosen), spec, "started", plan=p)
         try:
             launch(p)
         except Exception as exc:  # one broken experiment does not stop the catalogue

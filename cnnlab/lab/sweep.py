@@ -93,6 +93,8 @@ class SweepPlan:
     jobs: list = field(default_factory=list)  # expanded grid, when the sweeper is the basic one
     measure: Optional[str] = None  # a measurement experiment (cnnlab.lab.measures) instead of training
     measure_args: dict = field(default_factory=dict)
+    untestable: str = ""  # why this machine cannot test the experiment (its `requires:`): no job runs
+    tuning: str = ""  # how per-arm tuning (experiment `tune:`) multiplies the jobs, printed at launch
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -178,6 +180,10 @@ def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str 
         p = _resumed_plan(task, hydra, outputs, experiment, resume_dir)
     else:
         p = _new_plan(task, hydra, outputs, experiment, scale)
+    if experiment is not None:  # its `requires:` unmet here: the verdict is "not testable here"
+        from cnnlab.lab.experiment import unmet_requirement
+
+        p.untestable = unmet_requirement(experiment) or ""
     if p.measure:
         from cnnlab.lab import measures
         from cnnlab.lab.experiment import expand_grid
@@ -188,6 +194,10 @@ def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str 
         p.jobs = measures.validate(p.measure, expand_grid(p.task_overrides))
     elif check_plugins(p.hydra_overrides):
         p.jobs = validate_jobs(p.task_overrides)
+    if experiment is not None and not resume:
+        from cnnlab.lab.tuning import describe
+
+        p.tuning = describe(experiment, scale, len(p.jobs))
     return p
 
 
@@ -287,6 +297,7 @@ def save_plan(p: SweepPlan) -> None:
     data = {"name": p.name, "experiment": p.experiment, "scale": p.scale, "metric": p.metric,
             "task_overrides": p.task_overrides, "hydra_overrides": p.hydra_overrides,
             **({"measure": p.measure, "measure_args": p.measure_args} if p.measure else {}),
+            **({"untestable": p.untestable} if p.untestable else {}),
             "machine": machine_info(),
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     if not (p.sweep_dir / "sweep.yaml").exists():
@@ -298,6 +309,11 @@ def launch(p: SweepPlan) -> None:
     from cnnlab.config import register_schemas
 
     save_plan(p)
+    if p.untestable:  # the report's verdict says why; no job runs
+        (p.sweep_dir / "jobs").mkdir(exist_ok=True)
+        return
+    if p.tuning:
+        print(p.tuning, flush=True)
     if p.measure:
         from cnnlab.lab import measures
 

@@ -6,6 +6,12 @@ Data-parallel runs (cnnlab.training.distributed) pass their `ctx`: the model is 
 the epoch's train sums are added over the ranks, and validation runs on rank 0 and is shared,
 so every rank takes the same early-stop, schedule and best-weights decisions.
 
+train_loss/train_acc in a row are the epoch's end weights scored in eval mode on a fixed,
+un-augmented subset of the training split (`train_eval_loader`, measured like validation), so
+train_acc - test_acc shows overfitting; the running train-mode averages of the epoch (dropout and
+augmentation on, weights changing) stay as running_loss/running_acc, and are train_* as well
+when there is no `train_eval_loader` (trainer.train_eval_size=0).
+
 Reliability (cnnlab.training.resume holds the state helpers): last.pt holds everything a run needs to
 continue bit for bit (`state=` resumes from it); SIGINT/SIGTERM save at the next step and raise
 signals.Interrupted (one process only: in a process group the ranks would stop at different
@@ -119,6 +125,7 @@ class _Loop:
     criterion: Any
     eval_crop: Any
     ctx: Any
+    train_eval_loader: Any  # the fixed training subset train_* are scored on (None: running sums)
     stopper: Optional[Stopper]
     has_val: bool
     monitor: str
@@ -134,18 +141,20 @@ class _Loop:
 
 def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, cfg: Any,
         precision, progress, run=None, criterion=None, eval_crop=None, ctx=None,
-        state: Optional[dict] = None) -> FitResult:
+        state: Optional[dict] = None, train_eval_loader=None) -> FitResult:
     """Train `model` for cfg.epochs (a TrainerConfig); returns the history and the best weights.
 
     eval_crop: validate on centre crops of this side (training on aug.crop_size crops).
     ctx: a cnnlab.training.distributed.Context when `model` is its DistributedDataParallel wrapper.
-    state: a last.pt checkpoint to continue from (cnnlab.training.resume)."""
+    state: a last.pt checkpoint to continue from (cnnlab.training.resume).
+    train_eval_loader: the fixed training subset train_loss/train_acc are measured on after each
+    epoch (recipe.train_eval_subset); None: they are the epoch's running averages."""
     stopper = Stopper() if ctx is None else None  # see the module docstring
     try:
         if stopper is not None:
             stopper.__enter__()
         loop = _loop(model, train_loader, val_loader, optimizer, scheduler, sched_when, cfg,
-                     precision, progress, run, criterion, eval_crop, ctx, stopper)
+                     precision, progress, run, criterion, eval_crop, ctx, stopper, train_eval_loader)
         return _epochs(loop, state)
     except MemoryError as exc:
         raise resume.out_of_memory(cfg, exc) from exc
@@ -159,7 +168,7 @@ def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, 
 
 
 def _loop(model, train_loader, val_loader, optimizer, scheduler, sched_when, cfg, precision,
-          progress, run, criterion, eval_crop, ctx, stopper) -> _Loop:
+          progress, run, criterion, eval_crop, ctx, stopper, train_eval_loader) -> _Loop:
     net = model.module if ctx is not None else model  # weights are saved and evaluated bare
     has_val = val_loader is not None and val_loader.num_samples > 0
     on_nan = getattr(cfg, "on_nan", "stop")
@@ -172,7 +181,7 @@ def _loop(model, train_loader, val_loader, optimizer, scheduler, sched_when, cfg
         optimizer=optimizer, scheduler=scheduler, sched_when=sched_when, cfg=cfg,
         precision=precision, progress=progress, run=run,
         criterion=criterion or step.criterion(cfg.label_smoothing), eval_crop=eval_crop,
-        ctx=ctx, stopper=stopper, has_val=has_val,
+        ctx=ctx, train_eval_loader=train_eval_loader, stopper=stopper, has_val=has_val,
         monitor=cfg.monitor if has_val else cfg.monitor.replace("val_", "train_"),
         on_nan=on_nan, max_rollbacks=getattr(cfg, "max_rollbacks", 3),
         check_each_step=check_each_step,
@@ -195,7 +204,7 @@ def _epochs(loop: _Loop, state: Optional[dict]) -> FitResult:
             _stop_diverged(loop, result, epoch, stats)
             break
         _add_epoch(result, stats, loop.precision)
-        row = _row(epoch, stats, _validate(loop), result.loss_scale)
+        row = _row(epoch, stats, _validate(loop), _measure_train(loop), result.loss_scale)
         _record(loop, result, row)
         loop.progress.end_epoch(row)
         metric = row[loop.monitor]
@@ -317,8 +326,8 @@ def _rollback(loop: _Loop, result: FitResult, good: dict) -> tuple[int, Optional
 def _stop_diverged(loop: _Loop, result: FitResult, epoch: int, stats: EpochStats) -> None:
     """The diverged epoch's row (its accuracy, no loss, no validation), and the run ends."""
     result.diverged = True
-    _record(loop, result, _row(epoch, stats, NO_VAL, loop.precision.loss_scale,
-                               train_loss=float("nan")))
+    _record(loop, result, _row(epoch, stats, NO_VAL, None, loop.precision.loss_scale,
+                               running_loss=float("nan")))
     if loop.run is not None:
         loop.run.log(f"epoch {epoch}: training loss is not finite; stopping (diverged, "
                      f"on_nan={loop.on_nan}, {result.rollbacks} rollback(s))")
@@ -331,23 +340,32 @@ def _add_epoch(result: FitResult, stats: EpochStats, precision) -> None:
     result.loss_scale = precision.loss_scale
 
 
-def _validate(loop: _Loop) -> dict:
-    if not loop.has_val:
-        return NO_VAL
-
-    def val_pass():
-        return evaluate(loop.net, loop.val_loader, autocast=loop.precision.autocast,
-                        crop=loop.eval_crop)
+def _evaluate(loop: _Loop, loader) -> dict:
+    """The bare net in eval mode on `loader`, at the validation view."""
+    def eval_pass():
+        return evaluate(loop.net, loader, autocast=loop.precision.autocast, crop=loop.eval_crop)
 
     # in a process group rank 0 evaluates the whole split, exactly as one process would
-    return val_pass() if loop.ctx is None else loop.ctx.from_main(val_pass)
+    return eval_pass() if loop.ctx is None else loop.ctx.from_main(eval_pass)
 
 
-def _row(epoch: int, stats: EpochStats, val: dict, loss_scale: float,
-         train_loss: Optional[float] = None) -> dict:
-    """The epoch's metrics.csv row."""
-    return {"epoch": epoch, "lr": stats.lr,
-            "train_loss": stats.loss if train_loss is None else train_loss, "train_acc": stats.acc,
+def _validate(loop: _Loop) -> dict:
+    return _evaluate(loop, loop.val_loader) if loop.has_val else NO_VAL
+
+
+def _measure_train(loop: _Loop) -> Optional[dict]:
+    """The epoch's end weights on the fixed training subset (None: trainer.train_eval_size=0)."""
+    return None if loop.train_eval_loader is None else _evaluate(loop, loop.train_eval_loader)
+
+
+def _row(epoch: int, stats: EpochStats, val: dict, train: Optional[dict], loss_scale: float,
+         running_loss: Optional[float] = None) -> dict:
+    """The epoch's metrics.csv row; train_* fall back to the running averages without `train`."""
+    running_loss = stats.loss if running_loss is None else running_loss
+    if train is None:
+        train = {"loss": running_loss, "acc": stats.acc}
+    return {"epoch": epoch, "lr": stats.lr, "train_loss": train["loss"], "train_acc": train["acc"],
+            "running_loss": running_loss, "running_acc": stats.acc,
             "val_loss": val["loss"], "val_acc": val["acc"], "val_top5": val["top5"],
             "epoch_seconds": stats.seconds, "images_per_sec": stats.seen / max(stats.seconds, 1e-9),
             "skipped_steps": stats.skipped, "loss_scale": loss_scale}

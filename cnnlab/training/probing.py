@@ -1,7 +1,12 @@
 """The probe strategies' fit (transfer=linear_probe | multi_probe): logistic-regression probes on
 cached features of the frozen source, one per candidate layer and C, the best chosen on the
 validation split (cnnlab.transfer.probe computes and caches the features). Returns what the
-engine's fit returns, so the recipe treats both the same."""
+engine's fit returns, so the recipe treats both the same.
+
+The metrics row has the engine's columns: train_loss/train_acc are the chosen probe's scores on
+every training image's features, which are eval-mode numbers already (frozen source, no
+augmentation, no dropout, fixed weights); running_loss/running_acc repeat them, since a probe has
+no train-mode pass whose running averages could differ."""
 
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ def fit(cfg, parts, model, run=None):
     seconds = time.perf_counter() - start
     n = len(feats["labels"]["train"])
     hist = {"epoch": 1, "lr": float("nan"), "train_loss": row["train_loss"], "train_acc": row["train_acc"],
+            "running_loss": row["train_loss"], "running_acc": row["train_acc"],
             "val_loss": row["val_loss"], "val_acc": row["val_acc"], "val_top5": float("nan"),
             "epoch_seconds": seconds, "images_per_sec": n / max(seconds, 1e-9)}
     if run is not None:

@@ -27,6 +27,9 @@ class RunParts:
     test_loader: Any
     input_size: tuple = ()  # what the model trains on: the image size, or aug.crop_size
     channels_last: bool = False  # trainer.channels_last, resolved for this device and precision
+    # the fixed training subset train_loss/train_acc are measured on, un-augmented, like the
+    # validation split (None: trainer.train_eval_size=0)
+    train_eval_loader: Any = None
 
     @property
     def eval_crop(self):
@@ -135,11 +138,39 @@ def _loaders(cfg, bundle, aug, device, channels_last: bool, dtype, shard: dict) 
 
     common = dict(bundle=bundle, device=device, seed=cfg.seed, channels_last=channels_last,
                   workers=cfg.data.workers, dtype=dtype)
+    subset = train_eval_subset(cfg, bundle)
     return dict(
         train_loader=make_loader(bundle.train, cfg.trainer.batch_size, train=True, augment=aug,
                                  num_classes=bundle.num_classes, **shard, **common),
         val_loader=make_loader(bundle.val, cfg.trainer.eval_batch_size, train=False, **common),
-        test_loader=make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, **common))
+        test_loader=make_loader(bundle.test, cfg.trainer.eval_batch_size, train=False, **common),
+        # never sharded: rank 0 scores all of it, as it does the validation split
+        train_eval_loader=None if subset is None else make_loader(
+            subset, cfg.trainer.eval_batch_size, train=False, **common))
+
+
+def train_eval_size(setting, n_train: int, n_val: int) -> int:
+    """How many training images train_loss/train_acc are measured on (trainer.train_eval_size):
+    auto is as many as the validation split has but at least 1000, never more than n_train."""
+    if setting == "auto":
+        return min(n_train, max(n_val, 1000))
+    return min(n_train, int(setting))
+
+
+def train_eval_subset(cfg, bundle):
+    """The training images train_loss/train_acc are measured on (None: trainer.train_eval_size=0):
+    the first N of a permutation drawn from data.split_seed (not the run seed, so every run of a
+    sweep and every epoch scores the same images), in training-split order. A plain seeded draw,
+    not a stratified one: at N >= 1000 the class shares are close, and the rule is one line to
+    reproduce."""
+    import torch
+
+    size = train_eval_size(cfg.trainer.train_eval_size, len(bundle.train), len(bundle.val))
+    if size <= 0:
+        return None
+    gen = torch.Generator().manual_seed(int(cfg.data.split_seed))
+    index = torch.randperm(len(bundle.train), generator=gen)[:size].sort().values
+    return bundle.train.take(index)
 
 
 def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> dict:
@@ -245,13 +276,34 @@ def _log_start(run, cfg, parts: RunParts, ctx, world: int, lr: float) -> None:
     b = parts.bundle
     batch = cfg.trainer.batch_size
     run.log(f"data {b.name}: train {len(b.train)} val {len(b.val)} test {len(b.test)}, "
-            f"{b.num_classes} classes, {b.in_chans}x{b.image_size[0]}x{b.image_size[1]}")
+            f"{b.num_classes} classes, {b.in_chans}x{b.image_size[0]}x{b.image_size[1]}"
+            + (f", read from {b.info['source']}" if b.info.get("source") else ""))
     if ctx is not None:
         run.log(f"data-parallel: {world} processes ({ctx.backend}, {ctx.source}), batch "
                 f"{batch} per process = {world * batch} global, "
                 f"{torch.get_num_threads()} thread(s) each")
     if cfg.trainer.lr_scaling == "linear":
         run.log(f"lr_scaling=linear: optim.lr {cfg.optim.lr:g} x {world} process(es) = {lr:g}")
+    _log_train_eval(run, cfg, parts)
+
+
+def _log_train_eval(run, cfg, parts: RunParts) -> None:
+    """What train_loss/train_acc mean in this run's rows."""
+    from cnnlab import transfer
+
+    if cfg.transfer.name in transfer.PROBES:
+        run.log("train_loss/train_acc (and running_*): the probe's scores on every training "
+                "image's features, in eval mode")
+    elif parts.train_eval_loader is not None:
+        run.log(f"train_loss/train_acc: eval mode, un-augmented, on a fixed "
+                f"{parts.train_eval_loader.num_samples} of the {len(parts.bundle.train)} training "
+                f"images (trainer.train_eval_size={cfg.trainer.train_eval_size}, drawn with "
+                f"data.split_seed={cfg.data.split_seed}); running_loss/running_acc: the epoch's "
+                "train-mode running averages")
+    else:
+        run.log("trainer.train_eval_size=0: train_loss/train_acc are the epoch's train-mode "
+                "running averages (dropout and augmentation on, weights changing), the same "
+                "numbers as running_loss/running_acc")
 
 
 def _running_summary(run, ctx) -> dict[str, Any]:
@@ -276,7 +328,8 @@ def _fit(cfg, parts: RunParts, trained, opt: Optimization, progress, run, ctx, r
         fit = engine.fit(trained, parts.train_loader, parts.val_loader, opt.optimizer, opt.scheduler,
                          opt.when, cfg.trainer, parts.precision, progress, run=run,
                          eval_crop=parts.eval_crop, ctx=ctx,
-                         state=resumed.state if resumed is not None else None)
+                         state=resumed.state if resumed is not None else None,
+                         train_eval_loader=parts.train_eval_loader)
         return fit, parts.model
     except (KeyboardInterrupt, Interrupted):
         summary["status"] = "interrupted"
@@ -319,7 +372,10 @@ def _metrics(cfg, parts: RunParts, model, fit, test: dict, seconds: dict, world:
         "test_acc": test["acc"], "test_top5": test["top5"], "test_loss": test["loss"],
         "best_val_acc": max((r["val_acc"] for r in fit.history), default=float("nan")),
         "val_acc": last.get("val_acc"), "train_acc": last.get("train_acc"),
-        "train_loss": last.get("train_loss"), "best_epoch": fit.best_epoch,
+        "train_loss": last.get("train_loss"),
+        # the last epoch's train-mode running averages (train_* without trainer.train_eval_size)
+        "running_acc": last.get("running_acc"), "running_loss": last.get("running_loss"),
+        "best_epoch": fit.best_epoch,
         "epochs_run": len(fit.history), "stopped_early": fit.stopped_early,
         "params": models.count_params(model), "train_seconds": round(fit.train_seconds, 3),
         "images_per_sec": round(fit.images_seen / max(fit.train_seconds, 1e-9), 1),
@@ -327,11 +383,22 @@ def _metrics(cfg, parts: RunParts, model, fit, test: dict, seconds: dict, world:
         "peak_mem_mb": round(peak_memory_mb(parts.device), 1),  # rank 0's process
         **seconds,
         "n_train": len(b.train), "n_val": len(b.val), "n_test": len(b.test),
+        "n_train_eval": _n_train_eval(cfg, parts),  # the images train_acc is measured on
         # fp16 with a dynamic loss scaler: optimizer steps skipped on overflow, the final scale
         "skipped_steps": getattr(fit, "skipped_steps", 0), "loss_scale": getattr(fit, "loss_scale", 1.0),
         # data-parallel: processes, the batch one optimizer step sees, the lr after lr_scaling
         "world_size": world, "global_batch_size": world * cfg.trainer.batch_size, "effective_lr": lr,
     }
+
+
+def _n_train_eval(cfg, parts: RunParts) -> int:
+    """How many training images train_acc was measured on in eval mode (0: it is the running
+    average); a probe strategy scores its probe on every training image's features."""
+    from cnnlab import transfer
+
+    if cfg.transfer.name in transfer.PROBES:
+        return len(parts.bundle.train)
+    return 0 if parts.train_eval_loader is None else parts.train_eval_loader.num_samples
 
 
 def _finish(cfg, cfg_dict: dict, run, parts: RunParts, fit, test: dict, metrics: dict,
