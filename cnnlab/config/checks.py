@@ -256,12 +256,29 @@ def check_data(data: Any) -> None:
     entry = DATASETS.get(data.name)  # an unknown dataset fails here, naming the choices
     if entry.needs_root and not data.root:
         raise UsageError(f"data={data.name} needs data.root=<folder>")
+    check_classes(data)
     if (data.mean is None) != (data.std is None):
         raise UsageError("set both data.mean and data.std, or neither")
     channels = entry.channels
     if data.mean is not None and channels and (len(data.mean) != channels or len(data.std) != channels):
         raise UsageError(f"data.mean and data.std need {channels} values for {data.name} "
                          f"({channels} channels), got {len(data.mean)} and {len(data.std)}")
+
+
+def check_classes(data: Any) -> None:
+    """data.classes: at least two distinct class indices, none negative. Whether each is below
+    the dataset's class count only its files tell (cnnlab.data.create checks it at load)."""
+    if data.get("classes") is None:
+        return
+    classes = list(data.classes)
+    shown = "[" + ",".join(str(c) for c in classes) + "]"
+    if len(classes) < 2:
+        raise UsageError(f"data.classes={shown} is not allowed: it must name at least 2 classes")
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in classes):
+        raise UsageError(f"data.classes={shown} is not allowed: class indices are integers, 0 or more")
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise UsageError(f"data.classes={shown} names class {repeated[0]} more than once")
 
 
 def check_aug(cfg: Any) -> None:

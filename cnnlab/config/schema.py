@@ -22,6 +22,9 @@ class DataConfig:
     test_fraction: float = 0.2  # only for datasets without an official test split
     train_per_class: Optional[int] = None  # keep N training images per class
     train_fraction: Optional[float] = None  # keep this fraction of each class
+    # keep only these classes, relabelled 0..k-1 in the order listed (class names kept), before
+    # any split: e.g. [0,1,2,3,4] for Fashion-MNIST's tops (a transfer source), [5,...,9] the rest
+    classes: Optional[List[int]] = None
     split_seed: int = 0  # fixes every split and subset, independent of the run seed
     image_size: Optional[int] = None  # resize to this side (None: the dataset's own size)
     num_train: Optional[int] = None  # generated datasets: images in the train pool

@@ -38,6 +38,49 @@ def missing(cfg: Any) -> str | None:
     return None
 
 
+class _Relabelled:
+    """A streamed dataset whose labels go through `lookup` (old index -> new index)."""
+
+    def __init__(self, dataset, lookup):
+        self.dataset, self.lookup = dataset, lookup
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, label = self.dataset[i]
+        return image, int(self.lookup[int(label)])
+
+
+def keep_classes(pools, classes: list[int], name: str):
+    """`pools` with only the samples of `classes` (data.classes), relabelled 0..k-1 in the order
+    listed, and their class names; before any split, so splits stay stratified and seeded."""
+    import torch
+
+    from cnnlab.data.base import Pools, Split
+
+    n = len(pools.class_names)
+    outside = [c for c in classes if c >= n]
+    if outside:
+        raise UsageError(f"data.classes names class {outside[0]}, but data={name} has {n} classes "
+                         f"(0-{n - 1})")
+    lookup = torch.full((n,), -1, dtype=torch.long)  # loaders keep labels below len(class_names)
+    lookup[torch.tensor(classes)] = torch.arange(len(classes))
+
+    def cut(split):
+        if split is None:
+            return None
+        kept = split.take((lookup[split.labels] >= 0).nonzero().squeeze(1))
+        labels = lookup[kept.labels]
+        if kept.in_memory:
+            return Split(labels=labels, images=kept.images)
+        return Split(labels=labels, dataset=_Relabelled(kept.dataset, lookup))
+
+    return Pools(train=cut(pools.train), test=cut(pools.test),
+                 class_names=[pools.class_names[c] for c in classes], mean=pools.mean,
+                 std=pools.std, source=pools.source)
+
+
 def create(cfg: Any):
     """Load dataset `cfg.name` and cut it into a DataBundle following `cfg`'s split settings."""
     import torch
@@ -45,6 +88,8 @@ def create(cfg: Any):
     from cnnlab.data.base import DataBundle, channel_stats, resize_images, stratified_pick
 
     pools = DATASETS.get(cfg.name).load(cfg)
+    if cfg.get("classes") is not None:
+        pools = keep_classes(pools, [int(c) for c in cfg.classes], cfg.name)
     train_pool, test = pools.train, pools.test
     if cfg.image_size and train_pool.in_memory:
         train_pool.images = resize_images(train_pool.images, cfg.image_size)

@@ -97,7 +97,7 @@ def test_bad_experiment_files_fail_before_any_job(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", exp.list_experiments(), ids=lambda p: p.stem)
 def test_every_shipped_experiment_parses_and_its_quick_scale_composes(path):
-    from cnnlab.lab import measures
+    from cnnlab.lab import measures, tuning
     from cnnlab.lab.claims import CLAIMS, claim_ids
 
     spec = exp.load(path)
@@ -111,7 +111,8 @@ def test_every_shipped_experiment_parses_and_its_quick_scale_composes(path):
             jobs = measures.validate(spec.measure, exp.expand_grid(overrides))
         else:
             jobs = validate_jobs(overrides)
-        assert len(jobs) == math.prod(len(v) for v in spec.axes.values()) * len(spec.seeds)
+        settings = len(tuning.settings(tuning.grid(spec, scale)))  # per-arm tuning: 1 without tune
+        assert len(jobs) == math.prod(len(v) for v in spec.axes.values()) * len(spec.seeds) * settings
 
 
 def test_paired_greater_sees_a_consistent_gain_that_overlapping_groups_hide():

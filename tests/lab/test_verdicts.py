@@ -293,9 +293,9 @@ def test_requirements_against_machines():
     assert exp.unmet_requirement(spec, {"cores": 4, "gpus": 0}) is None
     assert exp.unmet_requirement(spec, {"cores": 16, "gpus": 2}) is None
     assert "one per process" in exp.unmet_requirement(spec, {"cores": 16, "gpus": 1})
-    tiny = {"cores": 1, "gpus": 0}  # no other experiment asks anything of the machine
+    tiny = {"cores": 1, "gpus": 0}  # only these two ask anything of the machine
     assert [s.name for s in map(exp.load, exp.list_experiments())
-            if exp.unmet_requirement(s, tiny)] == ["data_parallel"]
+            if exp.unmet_requirement(s, tiny)] == ["data_parallel", "transfer_quadrant_lite0"]
 
 
 def test_an_experiment_not_testable_here_runs_no_job_and_says_why(outputs, tmp_path, monkeypatch):
