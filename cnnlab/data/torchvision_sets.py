@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cnnlab.data import idx
+import cnnlab.data.idx as idx
 from cnnlab.data.registry import register_dataset
 from cnnlab.data.base import Pools, Split
 from cnnlab.errors import DataError, UsageError
