@@ -146,18 +146,29 @@ def package_name(dataset: str) -> Optional[str]:
     return None if entry is None else entry[1]
 
 
-def check_splits(folder: Path) -> None:
-    """The four files are there, and their headers and lengths fit together (cheap: no full
-    decompression of intact files). DataError (one line) otherwise."""
-    dims = []
+def _split_files(folder: Path) -> list[Path]:
+    """The four files in FILES order (each plain or .gz); DataError naming the first missing."""
+    paths = []
     for name in FILES:
         path = find_file(folder, name)
         if path is None:
             raise DataError(f"{folder} has no {name}(.gz)")
-        dims.append(check_idx(path))
-    for (x, y), split in zip(((dims[0], dims[1]), (dims[2], dims[3])), ("train", "t10k")):
+        paths.append(path)
+    return paths
+
+
+def _check_pairs(folder: Path, shapes: list) -> None:
+    """Images (N, H, W) and labels (N,) of each split fit together."""
+    for (x, y), split in zip((shapes[:2], shapes[2:]), ("train", "t10k")):
         if len(x) != 3 or len(y) != 1 or x[0] != y[0]:
-            raise DataError(f"{folder}: the {split} images {x} and labels {y} do not match")
+            raise DataError(f"{folder}: the {split} images {tuple(x)} and labels {tuple(y)} "
+                            f"do not match")
+
+
+def check_splits(folder: Path) -> None:
+    """The four files are there, and their headers and lengths fit together (cheap: no full
+    decompression of intact files). DataError (one line) otherwise."""
+    _check_pairs(folder, [check_idx(path) for path in _split_files(folder)])
 
 
 def read_splits(folder: Path):
@@ -165,17 +176,9 @@ def read_splits(folder: Path):
     images are (N, H, W)."""
     import numpy as np
 
-    arrays = []
-    for name in FILES:
-        path = find_file(folder, name)
-        if path is None:
-            raise DataError(f"{folder} has no {name}(.gz)")
-        arrays.append(read_idx(path))
-    train_x, train_y, test_x, test_y = arrays
+    train_x, train_y, test_x, test_y = arrays = [read_idx(path) for path in _split_files(folder)]
+    _check_pairs(folder, [a.shape for a in arrays])
     for x, y, split in ((train_x, train_y, "train"), (test_x, test_y, "t10k")):
-        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise DataError(f"{folder}: the {split} images {x.shape} and labels {y.shape} "
-                            f"do not match")
         if x.dtype != np.uint8 or y.dtype != np.uint8:
             raise DataError(f"{folder}: the {split} images and labels must be unsigned bytes "
                             f"(IDX type 0x08), got {x.dtype} and {y.dtype}")
