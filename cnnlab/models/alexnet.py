@@ -25,8 +25,8 @@ Options:
   width     scales every conv's filters and the FC hidden units.
 Both variants end with AdaptiveAvgPool2d((6, 6)) as torchvision does, so other input sizes
 work (the paper variant's maps are already 6x6 at 227x227, where it is an identity). Weights
-are initialised as torchvision initialises VGG (He-normal convs, N(0, 0.01) linear layers, zero
-biases; see _init_weights), not the paper's N(0, 0.01) everywhere with biases of 1.
+are initialised He-normal where a ReLU follows (convs, fc6, fc7), N(0, 0.01) for the last
+layer, zero biases (see _init_weights), not the paper's N(0, 0.01) everywhere with biases of 1.
 
 `zfnet` (input 3x224x224, Zeiler & Fergus 2014, Fig. 3): AlexNet with a 7x7 stride-2 conv1 of
 96 filters (the paper's fix for the aliasing it saw in AlexNet's 11x11/4 filters), a 5x5
@@ -159,18 +159,27 @@ def _build(arch: str, spec, num_classes: int, in_chans: int, stem: str, norm: st
 
 
 def _init_weights(model: nn.Module) -> None:
-    """He et al. 2015 normal init for the ReLU convs, N(0, 0.01) for the linear layers (the
-    paper's std), zero biases: as torchvision initialises VGG. With PyTorch's default init
-    (uniform, gain 1/sqrt(3)) the signal shrinks through these 8 unnormalised layers and a
-    network trained from scratch for a few epochs stays at chance."""
+    """He et al. 2015 normal init for every layer a ReLU follows (the convs, fan-out as
+    torchvision initialises VGG; the hidden FC layers fc6 and fc7, fan-in), N(0, 0.01) for the
+    last layer (the paper's std), zero biases.
+
+    The paper's N(0, 0.01) for all FC layers suits fc6's 9,216 inputs (He's std there is
+    sqrt(2 / 9216) = 0.0147), but it does not scale with width: at width 0.25 with the
+    small-image stem fc6 sees 64 inputs, N(0, 0.01) shrinks the signal ~20x per layer, the logits
+    come out near 1e-4 and plain SGD stays at chance (tests/models/test_models_alexnet_vgg.py checks the
+    signal survives). With PyTorch's default init (uniform, gain 1/sqrt(3)) the signal also
+    shrinks through these 8 unnormalised layers."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+    for m in linears[:-1]:  # fc6, fc7: a ReLU follows
+        nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(m.bias)
+    nn.init.normal_(linears[-1].weight, 0, 0.01)
+    nn.init.zeros_(linears[-1].bias)
 
 
 @register_model("alexnet", family="alexnet", default_input=(3, 227, 227))

@@ -143,6 +143,51 @@ def test_alexnet_family_trains_with_both_stems(name, opts):
         assert small(torch.randn(2, 1, size, size)).shape == (2, 5)
 
 
+@pytest.mark.parametrize("variant", ["paper", "owt"])
+def test_alexnet_narrow_net_keeps_its_signal_and_learns(variant):
+    """At width 0.25 with the small-image stem fc6 sees 64 inputs: N(0, 0.01) FC weights (the
+    paper's, sized for 9,216 inputs) shrank the signal ~20x per FC layer and plain SGD stayed at
+    chance. He-normal hidden FC layers keep fc7's output on the scale of the pooled features."""
+    torch.manual_seed(0)
+    m = models.create("alexnet", 10, 1, input_size=(16, 16), width=0.25, variant=variant,
+                      dropout=0.0).eval()
+    x = torch.randn(256, 1, 16, 16)
+    with torch.no_grad():
+        pooled = torch.flatten(m.avgpool(m.features(x)), 1)
+        hidden = m.classifier[:-1](pooled)
+    ratio = hidden.pow(2).mean().sqrt() / pooled.pow(2).mean().sqrt()
+    assert 0.3 < ratio < 3, ratio
+    fc = [c for c in m.classifier if isinstance(c, nn.Linear)]
+    assert torch.allclose(fc[0].weight.std(), torch.tensor((2 / fc[0].in_features) ** 0.5), rtol=0.1)
+    assert abs(fc[-1].weight.std().item() - 0.01) < 0.002  # the paper's std for the last layer
+    assert all(float(c.bias.abs().max()) == 0 for c in fc)
+
+
+def test_alexnet_narrow_net_learns_with_plain_sgd():
+    """10 noisy prototypes, full batch, SGD 0.01 with momentum, 100 steps: with N(0, 0.01) FC
+    layers the loss stays at 2.303 (chance, ln 10) for every seed; now 1.0-1.6."""
+    torch.manual_seed(0)
+    m = models.create("alexnet", 10, 1, input_size=(16, 16), width=0.25, dropout=0.0)
+    protos = torch.randn(10, 1, 16, 16)
+    y = torch.arange(10).repeat(8)
+    data = protos[y] + 0.3 * torch.randn(80, 1, 16, 16)
+    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(100):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(m(data), y)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 2.0, loss.item()
+
+
+def test_alexnet_full_size_fc6_init_is_near_the_papers_std():
+    torch.manual_seed(0)
+    m = models.create("alexnet", 1000, 3)  # fc6 has 9,216 inputs: He's std 0.0147, the paper's 0.01
+    fc6 = m.classifier[0]
+    assert fc6.in_features == 9216
+    assert 0.013 < float(fc6.weight.std()) < 0.0165
+
+
 @pytest.mark.parametrize("name", ["alexnet", "zfnet"])
 def test_alexnet_family_norm_option(name):
     assert count(meta(name), nn.BatchNorm2d) == count(meta(name), nn.GroupNorm) == 0
