@@ -420,14 +420,16 @@ def sweep_overrides(spec: ExperimentSpec, scale: str = "quick") -> list[str]:
 
 
 def expand_grid(overrides: list[str]) -> list[list[str]]:
-    """The jobs a basic-sweeper multirun would launch: the cartesian product of sweep values."""
+    """The jobs of a multirun: the cartesian product of sweep values. A key given more than once
+    (an experiment's `seed=0,1,2`, then `seed=0` on the command line) keeps its last values, as a
+    single Hydra run would, instead of multiplying the grid with jobs that repeat each other."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:
         raise UsageError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from exc
-    choices = []
+    choices: dict[str, list[str]] = {}  # a key given twice: the last wins, in the first's place
     for ov in parsed:
         if ov.is_sweep_override():
             # booleans as the override was written (false), not as Python prints them (False)
@@ -436,5 +438,5 @@ def expand_grid(overrides: list[str]) -> list[list[str]]:
         else:
             values = [ov.get_value_element_as_str()]
         prefix = ov.get_key_element()
-        choices.append([f"{prefix}={v}" for v in values])
-    return [list(job) for job in itertools.product(*choices)]
+        choices[prefix.lstrip("+~")] = [f"{prefix}={v}" for v in values]
+    return [list(job) for job in itertools.product(*choices.values())]

@@ -16,6 +16,15 @@ def test_grid_expansion_is_the_cartesian_product_in_order():
     assert jobs[-1] == ["data=digits", "model=resnet8", "seed=2"]
 
 
+
+def test_a_key_given_twice_keeps_its_last_values_in_its_first_place():
+    # an experiment's own seeds, then seed=0 on the command line: 2 jobs, not 2 x 3 repeats
+    jobs = exp.expand_grid(["seed=0,1,2", "model=lenet5,resnet8", "seed=0"])
+    assert jobs == [["seed=0", "model=lenet5"], ["seed=0", "model=resnet8"]]
+    # a scale's epochs after the base's; '+key' and 'key' name the same key
+    assert exp.expand_grid(["trainer.epochs=20", "+x=1", "trainer.epochs=5", "x=2,3"]) == [
+        ["trainer.epochs=5", "x=2"], ["trainer.epochs=5", "x=3"]]
+
 def test_mean_ci_against_hand_computed_t_interval():
     s = mean_ci([0.1, 0.2, 0.3])
     t_975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom (table value)
