@@ -51,6 +51,13 @@ subset); say `paired: true` then.
   input, C10; parameter counts, C24). Not supported if any cell is outside. A tolerance check of
   a formula, not a significance test: it stays out of the Holm family.
 
+- `interaction` (with `a`, `b`, `more_in` and `less_in`, cells of the same axes): the gain of
+  `a` over `b` is larger in the cell `more_in` than in the cell `less_in` ("augmentation helps
+  more the less data there is", C1: a difference of differences). The gain is taken seed by seed
+  within each cell; with `paired: true` the two cells' gains are then paired by seed too, else
+  Welch's test compares them. Supported if the larger gain is decided, not supported if the
+  opposite is; one comparison in the family.
+
 `also: [rule, ...]` adds rules to `verdict`; the claim is supported when every rule is, not
 supported when any is not, and inconclusive otherwise.
 
@@ -67,6 +74,12 @@ A censored run counts as slower than every run that reached the target, which is
 runs have the same epoch budget. When no run is censored the t-tests apply as usual. Few seeds
 cannot settle a rank test at all (the sign test on 3 pairs never gives p below 0.25): the verdict
 then says so instead of guessing.
+
+No spread: when the values leave a t-test no variance to estimate (the same difference on every
+seed, as whole epoch counts often give), the comparison is the sign test (paired) or the
+Mann-Whitney test instead, which cannot call 3 seeds "certain" (p >= 0.25). A run that diverged
+is censored at its planned epochs, not at the epoch it stopped. Calculations (a `measure` that is
+deterministic, such as parameter counts) are exact: a difference with no spread is certain.
 
 `requires:` what the machine must offer for the experiment to mean anything (C22's speed-up
 needs two processes with cores of their own):
@@ -153,6 +166,8 @@ class VerdictSpec:
     expected: Optional[Any] = None  # near: a number or the name of a column holding the expected value
     tolerance: float = 0.0  # near: allowed relative deviation |mean / expected - 1|
     range: List[Optional[float]] = field(default_factory=list)  # ratio: [low, high], either may be null
+    more_in: Dict[str, Any] = field(default_factory=dict)  # interaction: the gain a - b here ...
+    less_in: Dict[str, Any] = field(default_factory=dict)  # ... exceeds the gain here
 
 
 @dataclass
@@ -288,7 +303,8 @@ def _check_rule(spec: ExperimentSpec, v: VerdictSpec, axes: set, known: set, whe
     if v.metric and v.metric not in known:
         raise UsageError(f"{where}: verdict names column '{v.metric}', which no job produces "
                          f"({', '.join(sorted(known))})")
-    named = (list(v.a) + list(v.b) + list(v.when) + ([v.by] if v.by else [])
+    named = (list(v.a) + list(v.b) + list(v.when) + list(v.more_in) + list(v.less_in)
+             + ([v.by] if v.by else [])
              + [k for rec in v.recommend for k in rec.get("when", {})])
     for key in named:
         if key not in axes:
@@ -340,9 +356,20 @@ def _check_ratio(spec: ExperimentSpec, v: VerdictSpec, columns: set, where: str)
         raise UsageError(f"{where}: ratio range [{bounds[0]}, {bounds[1]}] has low above high")
 
 
+def _check_interaction(spec: ExperimentSpec, v: VerdictSpec, columns: set, where: str) -> None:
+    if not (v.a and v.b and v.more_in and v.less_in):
+        raise UsageError(f"{where}: an 'interaction' verdict needs a, b, more_in and less_in")
+    if set(v.more_in) != set(v.less_in):
+        raise UsageError(f"{where}: more_in and less_in must name the same axes")
+    metric = v.metric or spec.metric
+    if metric in ("epochs_to_target", "seconds_to_target"):
+        raise UsageError(f"{where}: an 'interaction' verdict cannot difference censored {metric}")
+
+
 # verdict kind -> the check of its own fields (the kinds are described in the module docstring)
 RULE_CHECKS = {"greater": _check_greater, "differ": _check_differ, "ensemble": _check_ensemble,
-               "best": _check_best, "near": _check_near, "ratio": _check_ratio}
+               "best": _check_best, "near": _check_near, "ratio": _check_ratio,
+               "interaction": _check_interaction}
 
 
 def _check_requires(req: Optional[RequiresSpec], where: str) -> None:

@@ -105,7 +105,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> Difference:
         return Difference(mean, math.nan, 0, math.nan, n, n, True)
     var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
     se = math.sqrt(var / n)
-    # identical differences on every seed: no spread, so any non-zero mean is certain
+    # identical differences on every seed: the t-test has nothing to go on (compare() then uses
+    # the sign test, `no_spread`); taken at its word it calls any non-zero mean certain
     p = _p_two_sided(mean / se, n - 1) if se > 0 else (0.0 if mean else 1.0)
     return Difference(mean, se, n - 1, p, n, n, True)
 
@@ -222,12 +223,14 @@ class RankDifference:
     n_a: int
     n_b: int
     paired: bool
+    censored: bool = True  # False: exact values with no spread (see `no_spread`)
     se = math.nan
     df = 0
 
     @property
     def test(self) -> str:
-        return "sign test (censored)" if self.paired else "Mann-Whitney (censored)"
+        why = "censored" if self.censored else "no spread"
+        return f"sign test ({why})" if self.paired else f"Mann-Whitney ({why})"
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -329,7 +332,7 @@ def _finite(x) -> bool:
 
 
 def censored_paired(a: Sequence[float], a_open: Sequence[bool], b: Sequence[float],
-                    b_open: Sequence[bool]) -> RankDifference:
+                    b_open: Sequence[bool], censored: bool = True) -> RankDifference:
     """Pairs where a value flagged open is only a lower bound: a_i - b_i is [a - b, a - b] when
     both were observed, [a - b, inf) when only a is open, (-inf, a - b] when only b is, and
     unbounded when both are. Pairs with a missing value drop out."""
@@ -340,26 +343,43 @@ def censored_paired(a: Sequence[float], a_open: Sequence[bool], b: Sequence[floa
         d = float(x) - float(y)
         lows.append(-math.inf if yo else d)
         highs.append(math.inf if xo else d)
-    return RankDifference(tuple(lows), tuple(highs), len(lows), len(lows), True)
+    return RankDifference(tuple(lows), tuple(highs), len(lows), len(lows), True, censored)
 
 
 def censored_independent(a: Sequence[float], a_open: Sequence[bool], b: Sequence[float],
-                         b_open: Sequence[bool]) -> RankDifference:
+                         b_open: Sequence[bool], censored: bool = True) -> RankDifference:
     """Independent arms with open (censored) values: every a_i - b_j as an interval, as in
     `censored_paired`."""
     xs = [(float(x), bool(o)) for x, o in zip(a, a_open) if _finite(x)]
     ys = [(float(y), bool(o)) for y, o in zip(b, b_open) if _finite(y)]
     lows = tuple(-math.inf if yo else x - y for x, _ in xs for y, yo in ys)
     highs = tuple(math.inf if xo else x - y for x, xo in xs for y, _ in ys)
-    return RankDifference(lows, highs, len(xs), len(ys), False)
+    return RankDifference(lows, highs, len(xs), len(ys), False, censored)
+
+
+def no_spread(a: Sequence[float], b: Sequence[float], paired: bool) -> RankDifference:
+    """The rank test of values with no spread to estimate (the same difference on every seed, or
+    two arms that are each constant: whole epoch counts often are). A t-test's standard error is
+    then 0 and its p would be 0 for any non-zero difference, with 2 seeds as with 20; the sign
+    test (paired) or Mann-Whitney test asks only how often a beats b, so 5 pairs that all differ
+    by one epoch give p = 2 x 0.5^5 = 0.0625, and the verdict says how many seeds it would take."""
+    closed = [False] * max(len(a), len(b))
+    return (censored_paired if paired else censored_independent)(a, closed, b, closed, censored=False)
 
 
 def compare(a: Sequence[float], b: Sequence[float], paired: bool,
-            a_open: Optional[Sequence[bool]] = None, b_open: Optional[Sequence[bool]] = None):
-    """The comparison of a with b: a t-test (paired or Welch) when every value was observed, a
-    rank test when some are open (censored). Paired inputs are aligned pair by pair."""
+            a_open: Optional[Sequence[bool]] = None, b_open: Optional[Sequence[bool]] = None,
+            exact: bool = False):
+    """The comparison of a with b: a t-test (paired or Welch) when every value was observed and
+    they spread, a rank test when some are open (censored) or there is no spread (`no_spread`).
+    Paired inputs are aligned pair by pair. `exact`: the values are calculations (the same for
+    every seed by construction, as a parameter count is), so a difference with no spread is
+    certain and the t-test's p of 0 stands."""
     a_open = list(a_open) if a_open is not None else [False] * len(a)
     b_open = list(b_open) if b_open is not None else [False] * len(b)
-    if not any(a_open) and not any(b_open):
-        return paired_difference(a, b) if paired else welch_difference(a, b)
-    return (censored_paired if paired else censored_independent)(a, a_open, b, b_open)
+    if any(a_open) or any(b_open):
+        return (censored_paired if paired else censored_independent)(a, a_open, b, b_open)
+    d = paired_difference(a, b) if paired else welch_difference(a, b)
+    # no spread, up to float rounding (0.71 - 0.51 and 0.72 - 0.52 differ in the 17th digit)
+    scale = max([abs(float(x)) for x in (*_clean(a), *_clean(b))] or [1.0])
+    return no_spread(a, b, paired) if d.se <= 1e-12 * scale and not exact else d

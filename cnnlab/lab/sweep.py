@@ -377,10 +377,14 @@ def epochs_to_target(metrics_csv: Path, metric: str, value: float) -> float:
     return to_target(metrics_csv, metric, value)[0]
 
 
-def to_target(metrics_csv: Path, metric: str, value: float) -> tuple[float, float]:
+def to_target(metrics_csv: Path, metric: str, value: float,
+              budget: Optional[int] = None) -> tuple[float, float]:
     """(epochs, training seconds) until `metric` first reaches `value`: the first such epoch and
     the epoch_seconds summed through it. If no epoch did, the run is censored: epochs run + 1,
-    and the seconds of all epochs plus one more at their mean."""
+    and the seconds of all epochs plus one more at their mean. A run that diverged (`budget`:
+    its planned epochs) is censored at budget + 1 instead: it would not have reached the target
+    within the epochs every other run had, and censoring it at the epoch it stopped would say
+    "not reached by epoch 3" of a run that failed for good."""
     import pandas as pd
 
     m = pd.read_csv(metrics_csv)
@@ -389,7 +393,8 @@ def to_target(metrics_csv: Path, metric: str, value: float) -> tuple[float, floa
     if len(hit):
         return float(m.epoch[hit[0]]), float(secs[hit[0]])
     total = float(secs.iloc[-1]) if len(m) else float("nan")
-    return float(len(m) + 1), total * (len(m) + 1) / max(len(m), 1)
+    bound = max(len(m), budget or 0) + 1
+    return float(bound), total * bound / max(len(m), 1)
 
 
 # summary.json numbers a job row carries (the run folder holds the rest)
@@ -440,5 +445,17 @@ def _add_run_columns(row: dict, run_dir: Path, target) -> None:
     if row.get("train_acc") is not None and row.get("test_acc") is not None:
         row["gap"] = row["train_acc"] - row["test_acc"]
     if target is not None and (run_dir / "metrics.csv").exists():
+        budget = _planned_epochs(run_dir) if row.get("status") == "diverged" else None
         row["epochs_to_target"], row["seconds_to_target"] = to_target(
-            run_dir / "metrics.csv", target.metric, target.value)
+            run_dir / "metrics.csv", target.metric, target.value, budget)
+
+
+def _planned_epochs(run_dir: Path) -> Optional[int]:
+    """trainer.epochs from the run's config.yaml (None if it cannot be read)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        return int(cfg["trainer"]["epochs"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return None

@@ -4,7 +4,7 @@ cnnlab.lab.experiment's docstring; this module only computes them (pandas rows i
 
 A claim's rules (`verdict` and `also`) break into elementary comparisons: one per cell of a
 `greater` or `ratio` rule, one per recommended cell and rival level of `best`, one per pair of
-levels of `differ`, one per cell of `ensemble`. Each gets a two-sided p-value (cnnlab.lab.stats);
+levels of `differ`, one per cell of `ensemble`, one per `interaction`. Each gets a two-sided p-value (cnnlab.lab.stats);
 all of them together are one family, corrected by Holm-Bonferroni at family-wise alpha 0.05, so
 that when nothing differs the claim is wrongly called supported or not supported in at most
 about 5% of experiments however many rules it has. A comparison is decided when its Holm-adjusted
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 VERDICTS = ("supported", "not supported", "inconclusive", "not testable here")
 ALPHA = 0.05  # family-wise error rate of one claim's comparisons
 TARGET_METRICS = ("epochs_to_target", "seconds_to_target")  # censored: a run may never get there
+EXACT = "cnnlab_exact"  # rows' attrs key: the metric is a calculation, the same for every seed
 
 
 def fmt_value(v: Any, inner: bool = False) -> str:
@@ -154,14 +155,15 @@ def paired_differences(df, a: dict, b: dict, metric: str, axes: list[str]) -> li
 
 def _compare(sub, a: dict, b: dict, metric: str, axes: list[str], paired: bool, log: bool = False):
     """The comparison of a's rows with b's in `sub` (stats.compare), on the log scale for a ratio
-    (values <= 0 have no logarithm and drop out)."""
+    (values <= 0 have no logarithm and drop out). Rows of a calculation (EXACT in the rows'
+    attrs, set by `decide`) are compared as exact numbers."""
     if paired:
         xa, oa, xb, ob = _paired_arms(sub, a, b, metric, axes)
     else:
         (xa, oa), (xb, ob) = arm_values(_select(sub, a), metric), arm_values(_select(sub, b), metric)
     if log:
         xa, xb = [_log(x) for x in xa], [_log(x) for x in xb]
-    return stats.compare(xa, xb, paired, oa, ob)
+    return stats.compare(xa, xb, paired, oa, ob, exact=bool(sub.attrs.get(EXACT)))
 
 
 def _log(x: float) -> float:
@@ -183,6 +185,8 @@ def decide(spec: ExperimentSpec, df, ensembles=None) -> dict:
         from cnnlab.lab.measures import get
 
         axes += [k for k in get(spec.measure).keys if k not in axes]
+        df = df.copy()
+        df.attrs[EXACT] = get(spec.measure).calculation
     rules = [spec.verdict, *getattr(spec, "also", [])]
     parts = [_gather(v, v.metric or spec.metric, df, axes, ensembles) for v in rules]
     tests = [t for i, part in enumerate(parts, 1) for t in _number(part["tests"], i)]
@@ -225,9 +229,10 @@ def _test(d, cell: dict, label: str, p_dir: tuple[float, int], **extra) -> dict:
     the raw p and the direction (+1 for the claim, -1 against)."""
     lo, hi = d.ci(0.95)
     n = f"{d.n_a} pairs" if d.paired else f"{d.n_a} vs {d.n_b}"
+    bounds = list(getattr(d, "bounds", (d.effect, d.effect)))  # a censored median: what is known
     return {"cell": cell, "compare": label, "test": d.test, "n": n, "effect": d.effect,
             "ci_lo": lo, "ci_hi": hi, "p": p_dir[0], "direction": p_dir[1], "se": d.se,
-            "df": d.df, "min_p": d.min_p, "scale": "difference", **extra}
+            "df": d.df, "min_p": d.min_p, "scale": "difference", "bounds": bounds, **extra}
 
 
 def _settle(v: VerdictSpec, part: dict, m: int) -> dict:
@@ -337,10 +342,27 @@ def _effect_text(t: dict, paired: bool) -> str:
     if math.isfinite(t["effect"]):
         eff = f"{_num(t['effect'])} [{_num(t['ci_lo'])}, {_num(t['ci_hi'])}]"
     else:
-        eff = "open (censored runs)"
+        eff = _open_effect(t)
     note = (f"; {detectable_text(t)}" if math.isfinite(t.get("detectable", math.nan))
             else f"; {t['why']}" if t.get("why") else "")
     return (f"{what} {eff} ({t['test']}, p={_p(t['p'])}, Holm p={_p(t['p_holm'])}{note})")
+
+
+def _open_effect(t: dict) -> str:
+    """A median difference that censoring hides: the bounds it is known to lie within ('at least
+    3.0', 'at most -2.0'), or that nothing is known when the runs on both sides never got there."""
+    lo, hi = (list(t.get("bounds") or []) + [math.nan, math.nan])[:2]
+    if t["scale"] == "log ratio":
+        lo, hi = (math.exp(x) if math.isfinite(x) else x for x in (lo, hi))
+    if math.isfinite(lo) and not math.isfinite(hi):
+        return f"at least {_num(lo)} (censored runs)"
+    if math.isfinite(hi) and not math.isfinite(lo):
+        return f"at most {_num(hi)} (censored runs)"
+    if math.isfinite(lo) and math.isfinite(hi):
+        return f"between {_num(lo)} and {_num(hi)} (censored runs)"
+    if math.isnan(t["p"]):
+        return "not measured (no pairs of finished runs)"
+    return "unknown: the runs on both sides never reached the target"
 
 
 def detectable_text(t: dict) -> str:
@@ -364,6 +386,45 @@ def _ratio_text(v: VerdictSpec, part: dict, verdict: str) -> str:
              f"{span}: {t['outcome']}"
              for t in part["tests"]]
     return "; ".join(lines)
+
+
+# ---------------------------------------------------------------- interaction
+
+def _gather_interaction(v: VerdictSpec, metric: str, df, axes: list[str]) -> dict:
+    """The gain a - b (per seed, a and b paired within a cell) where `more_in` minus the gain
+    where `less_in`: one comparison of the two cells' gains, paired by seed with `paired: true`
+    (the seeds of the two cells are then matched; Welch's test otherwise)."""
+    keys = set(v.a) | set(v.b) | set(v.more_in) | set(v.less_in)
+    on = [c for c in axes if c not in keys and c in df.columns]
+    more, less = _gains(df, v, v.more_in, metric, on), _gains(df, v, v.less_in, metric, on)
+    if v.paired:
+        common = [k for k in more if k in less]
+        xs, ys = [more[k] for k in common], [less[k] for k in common]
+    else:
+        xs, ys = list(more.values()), list(less.values())
+    d = stats.compare(xs, ys, v.paired)
+    t = _test(d, {}, f"gain of {cond(v.a)} over {cond(v.b)} at {cond(v.more_in)} vs at "
+                     f"{cond(v.less_in)}", stats.two_sided(d),
+              a=mean_ci(list(more.values())), b=mean_ci(list(less.values())))
+    return {"tests": [t], "evidence": [t]}
+
+
+def _gains(df, v: VerdictSpec, cell: dict, metric: str, on: list[str]) -> dict:
+    """{the values of `on` (the seed and any other axis): metric(a) - metric(b)} within a cell."""
+    sub = _select(df, cell)
+    rows_a, rows_b = _select(sub, v.a), _select(sub, v.b)
+    (va, _), (vb, _) = arm_values(rows_a, metric), arm_values(rows_b, metric)
+    key = (lambda rows: list(zip(*(rows[c].astype(str) for c in on)))) if on else (lambda rows: [()] * len(rows))
+    where_b = {k: x for k, x in zip(key(rows_b), vb)}
+    return {k: x - where_b[k] for k, x in zip(key(rows_a), va)
+            if k in where_b and math.isfinite(x) and math.isfinite(where_b[k])}
+
+
+def _interaction_text(v: VerdictSpec, part: dict, verdict: str) -> str:
+    t = part["tests"][0]
+    return (f"gain in {part['metric']} of {cond(v.a)} over {cond(v.b)}: {_pm(t['a'])} at "
+            f"{cond(v.more_in)} vs {_pm(t['b'])} at {cond(v.less_in)}; "
+            f"{_effect_text(t, v.paired)}: {t['outcome']}")
 
 
 # ---------------------------------------------------------------- best
@@ -454,7 +515,7 @@ def _gather_ensemble(ensembles) -> dict:
     tests = []
     for row in ensembles:
         e, members = row["ensemble_acc"], list(row["members"])
-        d = stats.paired_difference([e] * len(members), members)
+        d = stats.compare([e] * len(members), members, paired=True)
         t = _test(d, {"cell": row["cell"]}, "ensemble vs members", stats.two_sided(d),
                   members=mean_ci(members), ensemble_acc=e)
         t.update(test="one-sample t", n=f"{len(members)} members")
@@ -526,9 +587,10 @@ def _near_text(v: VerdictSpec, part: dict, verdict: str) -> str:
 
 # rule kind -> how its comparisons are gathered, and its text once they are settled
 GATHER = {"greater": _gather_greater, "ratio": _gather_ratio, "best": _gather_best,
-          "differ": _gather_differ, "near": _gather_near}
+          "differ": _gather_differ, "near": _gather_near, "interaction": _gather_interaction}
 TEXT = {"greater": _greater_text, "ratio": _ratio_text, "best": _best_text,
-        "differ": _differ_text, "near": _near_text, "ensemble": _ensemble_text}
+        "differ": _differ_text, "near": _near_text, "ensemble": _ensemble_text,
+        "interaction": _interaction_text}
 
 
 def _num(x: float) -> str:

@@ -83,3 +83,23 @@ def test_censored_is_never_averaged():
     assert none.text == "not reached by 11 (0/2)"
     # a value past the limit counts as not reached
     assert stats.censored([12, 2, 3], limit=11).reached == 2
+
+
+def test_no_spread_is_a_rank_test_not_a_certainty():
+    """Whole epoch counts: 5 pairs that all differ by exactly one epoch have a t-test standard
+    error of 0 (its p would be 0: "certain" from any number of seeds). The sign test's p is
+    2 x 0.5^5 = 0.0625, the same as scipy's binomial test."""
+    a, b = [5.0] * 5, [4.0] * 5
+    d = stats.compare(a, b, paired=True)
+    assert d.test == "sign test (no spread)"
+    assert d.p == pytest.approx(2 * 0.5 ** 5)
+    assert d.p == pytest.approx(sps.binomtest(5, 5, 0.5).pvalue)
+    assert d.effect == 1.0 and d.min_p == pytest.approx(0.0625)
+    assert stats.compare([3.0] * 4, [3.0] * 4, paired=True).p == 1.0  # nothing differs
+    # independent constant arms: Mann-Whitney, 3 vs 3 all apart: 2 / C(6, 3) = 0.1
+    w = stats.compare([6.0] * 3, [5.0] * 3, paired=False)
+    assert w.test == "Mann-Whitney (no spread)"
+    assert w.p == pytest.approx(sps.mannwhitneyu([6.0] * 3, [5.0] * 3, method="exact").pvalue)
+    assert w.p == pytest.approx(0.1)
+    # values that spread still get the t-test
+    assert stats.compare(A, B, paired=True).test == "paired t"

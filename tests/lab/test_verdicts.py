@@ -87,7 +87,9 @@ def test_holm_runs_over_every_rule_of_the_claim():
 
 def test_a_clear_contradiction_survives_the_correction():
     none = [0.50, 0.70, 0.90]
-    cells = {"none": none, "a": [x + 0.05 for x in none], "b": [x - 0.04 - 0.001 * s for s, x in enumerate(none)]}
+    # (each arm's differences spread a little: with none, 3 pairs go to the sign test, p >= 0.25)
+    cells = {"none": none, "a": [x + 0.05 + 0.001 * s for s, x in enumerate(none)],
+             "b": [x - 0.04 - 0.001 * s for s, x in enumerate(none)]}
     result = decide(_claim(["a", "b"]), _rows(cells))
     assert [p["verdict"] for p in result["parts"]] == ["supported", "not supported"]
     assert result["verdict"] == "not supported"
@@ -384,3 +386,63 @@ def test_seconds_to_target_is_censored_with_its_run():
                          "seconds_to_target": [4.0, 10.0]})  # the second never reached it: 8 s watched
     s = arm_summary(rows, "seconds_to_target")
     assert s["reached"] == 1 and s["limit"] == 8.0 and s["text"] == "median > 8, reached 1/2 by 8"
+
+
+# ---------------------------------------------------------------- interaction (C1)
+
+def _interaction_rows(gain_small, gain_large, base=0.8):
+    rows = []
+    for size, gains in ((30, gain_small), (300, gain_large)):
+        for seed, g in enumerate(gains):
+            noise = 0.01 * ((seed * 7919 + size) % 5)  # shared by both arms of a seed: pairs cancel it
+            rows.append({"aug": "none", "size": size, "seed": seed, "test_acc": base + noise})
+            rows.append({"aug": "flip", "size": size, "seed": seed, "test_acc": base + noise + g})
+    return pd.DataFrame(rows)
+
+
+def _interaction_spec(paired=True):
+    return exp.ExperimentSpec(axes={"aug": ["none", "flip"], "size": [30, 300]}, verdict=exp.VerdictSpec(
+        kind="interaction", a={"aug": "flip"}, b={"aug": "none"}, more_in={"size": 30},
+        less_in={"size": 300}, paired=paired))
+
+
+def test_interaction_is_the_paired_difference_of_gains_against_scipy():
+    small, large = [0.05, 0.07, 0.04, 0.06, 0.08], [0.01, 0.02, 0.00, 0.02, 0.01]
+    out = decide(_interaction_spec(), _interaction_rows(small, large))
+    (t,) = out["tests"]
+    ref = sps.ttest_rel(small, large)
+    assert t["effect"] == pytest.approx(np.mean(small) - np.mean(large))
+    assert t["p"] == pytest.approx(ref.pvalue)
+    assert (t["ci_lo"], t["ci_hi"]) == pytest.approx(tuple(ref.confidence_interval(0.95)))
+    assert out["verdict"] == "supported" and "gain in test_acc of aug=flip over aug=none" in out["text"]
+    # unpaired: Welch on the two cells' gains
+    (w,) = decide(_interaction_spec(paired=False), _interaction_rows(small, large))["tests"]
+    assert w["p"] == pytest.approx(sps.ttest_ind(small, large, equal_var=False).pvalue)
+    # the gain shrinking the other way is decided against the claim
+    assert decide(_interaction_spec(), _interaction_rows(large, small))["verdict"] == "not supported"
+
+
+def test_interaction_rule_fields_are_checked(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text("claim: C1\naxes: {aug: [none, flip], size: [30, 300]}\n"
+                 "verdict: {kind: interaction, a: {aug: flip}, b: {aug: none}, more_in: {size: 30}}\n")
+    with pytest.raises(exp.UsageError, match="more_in and less_in"):
+        exp.load(f)
+    f.write_text("claim: C1\naxes: {aug: [none, flip], size: [30, 300]}\n"
+                 "verdict: {kind: interaction, a: {aug: flip}, b: {aug: none}, more_in: {size: 30},"
+                 " less_in: {depth: 300}}\n")
+    with pytest.raises(exp.UsageError, match="same axes"):
+        exp.load(f)
+
+
+def test_a_censored_effect_says_what_is_known():
+    """The median difference of censored runs: a bound when one side reached the target, 'never
+    reached on either side' when neither did (not a bare 'open')."""
+    slow = _target_rows({"sigmoid": [None, None, None, None, None], "relu": [3, 4, 3, 5, 4]})
+    spec = exp.ExperimentSpec(axes={"act": ["sigmoid", "relu"]}, target=exp.TargetSpec(),
+                              metric="epochs_to_target", verdict=exp.VerdictSpec(
+                                  kind="greater", a={"act": "sigmoid"}, b={"act": "relu"}, paired=True))
+    (t,) = decide(spec, slow)["tests"]
+    assert "at least 7.0000 (censored runs)" in decide(spec, slow)["text"]  # median of 11 - (3,4,3,5,4)
+    both = _target_rows({"sigmoid": [None] * 5, "relu": [None] * 5})
+    assert "both sides never reached the target" in decide(spec, both)["text"]
