@@ -19,3 +19,9 @@ class UsageError(CnnlabError):
 
 class DataError(CnnlabError):
     """A dataset that is missing, unreadable or malformed."""
+
+
+def os_reason(exc: OSError) -> str:
+    """What an OSError says, in lower case and without the errno: 'no space left on device'."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]

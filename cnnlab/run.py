@@ -3,10 +3,17 @@ summary.json, train.log and checkpoints/.
 
 The id is random, and the folder is created with exist_ok=False, so two runs started in the same
 second never share a folder. Every file is written so that a crash leaves the previous version.
+
+A Run holds the folder's lock (cnnlab.locks) from the moment it is made (a new run or a resumed
+one) until its final summary (done, diverged, failed, interrupted; a finished one once its
+results row is recorded) is written, or `close()`: a second writer, such as a second `cnnlab
+resume` of the same run, fails with one line naming the holder instead of overwriting its
+checkpoints and metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -15,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, os_reason
+from cnnlab.locks import FolderLock
 
 
 OUTPUTS_ENV = "CNNLAB_OUTPUTS"  # conf/config.yaml reads the same variable: ${oc.env:CNNLAB_OUTPUTS,outputs}
@@ -30,12 +38,22 @@ def outputs_dir(given: str | os.PathLike | None = None) -> Path:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Replace a text file whole (checkpoint.write_atomic: no torn file, no .tmp left on a full
+    disk, the user's umask); a failure is one line naming the file."""
+    from cnnlab.checkpoint import write_atomic
+
+    with _naming(path):
+        write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """An OSError while writing `path` as one line that names it (a failed write() has no
+    filename of its own for the error guard to show)."""
+    try:
+        yield
+    except OSError as exc:
+        raise CnnlabError(f"cannot write {path}: {os_reason(exc)}") from exc
 
 
 def ensure_writable(folder: Path) -> Path:
@@ -59,11 +77,22 @@ def _csv_header(path: Path) -> list | None:
         return None
 
 
+# summary.json statuses after which the run writes nothing more that another writer could clash with
+FINAL = ("done", "diverged", "failed", "interrupted")
+
+
 class Run:
     def __init__(self, root: Path):
+        """The run folder `root`, locked for this writer (cnnlab.locks.FolderInUse if another
+        holds it)."""
         self.root = Path(root)
         self.id = self.root.name
         self.started = time.time()
+        self._lock = FolderLock(self.root, "run folder").acquire()
+
+    def close(self) -> None:
+        """Let another writer have the folder (also done by a final summary)."""
+        self._lock.release()
 
     @classmethod
     def create(cls, outputs: str | os.PathLike) -> "Run":
@@ -112,7 +141,7 @@ class Run:
             fields = header + [k for k in row if k not in header]
             self._write_metrics(rows + [row], fields)
             return
-        with open(path, "a", newline="", encoding="utf-8") as f:
+        with _naming(path), open(path, "a", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=header or list(row), restval="")
             if header is None:
                 writer.writeheader()
@@ -129,9 +158,11 @@ class Run:
 
     def write_summary(self, summary: dict) -> None:
         write_text_atomic(self.root / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+        if summary.get("status") in FINAL and summary.get("recorded") is not False:
+            self.close()  # (a finished run whose results row is still to come keeps it)
 
     def log(self, message: str) -> None:
-        with open(self.root / "train.log", "a", encoding="utf-8") as f:
+        with _naming(self.root / "train.log"), open(self.root / "train.log", "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def rewrite_metrics(self, rows: list) -> None:

@@ -62,11 +62,22 @@ def guarded(fn):
         except Exception as exc:  # anything else is a bug or an environment problem
             if _debug():
                 raise
-            text = str(exc).strip().splitlines()
-            _err(f"{type(exc).__name__}: {text[0] if text else ''} (rerun with --debug for the traceback)")
+            _err(_describe(exc))
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def _describe(exc: Exception) -> str:
+    """One line for an exception that is not a CnnlabError: an OSError about a file (a full
+    disk, a read-only folder) names the file; anything else shows its type."""
+    if isinstance(exc, OSError) and exc.filename:
+        from cnnlab.errors import os_reason
+
+        files = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+        return f"{files}: {os_reason(exc)}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''} (rerun with --debug for the traceback)"
 
 
 def _groups_help() -> str:

@@ -27,6 +27,9 @@ The crop rule is cnnlab.evaluation.views': the crop is the run's training input 
 image, or aug.crop_size when it trained on random crops), cut from the stored image up to 64 px
 and after resizing the shorter side to crop / 0.875 above.
 
+Before it loads anything, it checks that it can append to that table (the folder is writable,
+the lock can be taken), so a read-only disk fails at once rather than after the evaluation.
+
 Results rows (outputs/results.csv: $CNNLAB_OUTPUTS or ./outputs, or --outputs): head run_id (the
 run folder's name, so a row joins its training row), time, status "eval", eval_mode; the run's
 config with the eval group used, its name and views set to the mode (so the `eval` axis pivots);

@@ -64,9 +64,10 @@ def run_all(
                              "measurement and `exclusive` experiments always run one job at a time."),
 ):
     """Run every experiment (one after another) at a scale, then write one claims report."""
+    from cnnlab.cli.sweep import interrupted_line
     from cnnlab.lab.catalogue import duration
     from cnnlab.lab.run_all import prepare
-    from cnnlab.lab.sweep import sweeps_root
+    from cnnlab.lab.sweep import resume_command, sweeps_root
 
     todo = prepare("quick" if quick else scale, only, skip, jobs, _outputs())
     console = _console()
@@ -74,12 +75,12 @@ def run_all(
     try:
         for step in todo.steps(plots=not no_plots):
             _print_step(console, step)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # SIGINT/SIGTERM (cnnlab.lab.jobs.SweepInterrupted)
         if step is None or step.event != "started":
             raise
-        console.print(f"interrupted; finished jobs are kept. Continue with: cnnlab sweep "
-                      f"{step.plan.sweep_dir} --resume, then cnnlab report {sweeps_root(todo.outputs)}")
-        raise typer.Exit(130)
+        console.print(interrupted_line(exc, resume_command(step.plan))
+                      + f", then cnnlab report {sweeps_root(todo.outputs)}", soft_wrap=True)
+        raise typer.Exit(getattr(exc, "exit_code", 130))
     path = todo.report()
     console.print(f"{len(todo.chosen)} experiments in {duration(time.time() - todo.started)}; "
                   f"report: {path} (and {path.with_suffix('.html').name})")

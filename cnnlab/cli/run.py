@@ -16,14 +16,17 @@ def resume(run_dir: Path = typer.Argument(..., help="The run folder (outputs/run
     """Continue an interrupted run from its checkpoints/last.pt, in the same folder."""
     from rich.console import Console
 
+    from cnnlab import checkpoint
     from cnnlab.config import load_config, validate
     from cnnlab.errors import UsageError
     from cnnlab.training.recipe import train as run_train
 
     if not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{run_dir} is not a run folder (no config.yaml)")
-    if not (run_dir / "checkpoints" / "last.pt").is_file():
-        raise UsageError(f"{run_dir} has no checkpoints/last.pt to resume from")
+    if not _lost_its_row(run_dir):  # such a run only appends its row: no checkpoint needed
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise UsageError(f"{run_dir} has no checkpoints/last.pt to resume from")
+        checkpoint.check_file(run_dir / "checkpoints" / "last.pt")  # an empty or cut file: before the data loads
     cfg = load_config(run_dir / "config.yaml")  # renamed keys of an earlier version migrated
     cfg.resume = str(run_dir)
     validate(cfg)
@@ -45,3 +48,14 @@ def export(run: Path = typer.Argument(..., help="A run folder or one of its chec
 
     path = do_export(run, format, which, out)
     typer.echo(f"wrote {path}")
+
+
+def _lost_its_row(run_dir: Path) -> bool:
+    """A finished run whose summary says its results row is still to be appended."""
+    import json
+
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return summary.get("status") in ("done", "diverged") and summary.get("recorded") is False

@@ -27,20 +27,28 @@ def sweep(
     p, spec = sw.plan_targets(list(targets or []), outputs_dir(), scale=scale, resume=resume)
     console = Console()
     n = f"{len(p.jobs)} jobs" if p.jobs else "jobs chosen by the sweeper"
-    console.print(f"sweep {p.name}: {n} -> {p.sweep_dir}")
-    interrupted = False
-    try:
-        sw.launch(p)
-    except KeyboardInterrupt:
-        interrupted = True
-    show_report(console, p, spec, report.build(p.sweep_dir, spec, p.metric, plots=not no_plots))
-    if interrupted:
-        what = p.experiment or str(p.sweep_dir)
-        console.print(f"interrupted; finished jobs are kept. Continue with: cnnlab sweep {what} --resume")
-        raise typer.Exit(130)
+    stopped = None
+    with sw.opened(p):  # the folder (created now, if new) is this process's until the report is written
+        console.print(f"sweep {p.name}: {n} -> {p.sweep_dir}")
+        try:
+            sw.launch(p)
+        except KeyboardInterrupt as exc:  # SIGINT/SIGTERM (cnnlab.lab.jobs.SweepInterrupted)
+            stopped = exc
+        show_report(console, p, spec, report.build(p.sweep_dir, spec, p.metric, plots=not no_plots))
+    if stopped is not None:
+        console.print(interrupted_line(stopped, sw.resume_command(p)), soft_wrap=True)
+        raise typer.Exit(getattr(stopped, "exit_code", 130))
     failed = sw.job_table(p.sweep_dir)
     if not failed.empty and (failed.status == "failed").any():
         raise typer.Exit(1)
+
+
+def interrupted_line(exc: BaseException, command: str) -> str:
+    """What a sweep stopped by a signal prints last: what is kept, and the command to go on."""
+    signum = getattr(exc, "signum", None)
+    how = f" by {exc}" if signum else ""
+    return (f"interrupted{how}; finished jobs are kept and an interrupted job continues from its "
+            f"checkpoint. Continue with: {command}")
 
 
 def show_report(console, p, spec, r) -> None:

@@ -44,6 +44,36 @@ def check_no_targets(cfg: Any, where: str = "") -> None:
         check_no_targets(value, name)
 
 
+# filled in by cnnlab itself (the source a transfer run resolved), not a setting
+_NOT_SETTINGS = ("transfer.resolved",)
+
+
+def check_finite(cfg: Any) -> None:
+    """Every number of the config is finite: optim.lr=inf (or a nan anywhere) would train
+    non-finite weights, and no key reads inf as "no limit" (0 means off where there is one)."""
+    import math
+
+    from omegaconf import OmegaConf
+
+    def walk(node: Any, where: str) -> None:
+        if where in _NOT_SETTINGS:
+            return
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{where}.{key}" if where else str(key))
+        elif isinstance(node, list):
+            if any(isinstance(v, float) and not math.isfinite(v) for v in node):
+                shown = "[" + ",".join(str(v) for v in node) + "]"
+                raise UsageError(f"{where}={shown} is not allowed: every value must be a finite number")
+            for i, value in enumerate(node):
+                if isinstance(value, (dict, list)):
+                    walk(value, f"{where}[{i}]")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise UsageError(f"{where}={node} is not allowed: it must be a finite number")
+
+    walk(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg, "")
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -151,6 +181,7 @@ def validate(cfg: Any) -> None:
     except Exception as exc:
         raise UsageError(f"cannot resolve the config: {first_line(exc)}") from exc
     check_no_targets(cfg)  # no Hydra _target_: registries and allowlists only
+    check_finite(cfg)  # inf/nan pass most range rules (inf > 0), and no setting means them
     for key, ok, must in _RULES:
         value = OmegaConf.select(cfg, key)
         if not ok(value):
@@ -189,20 +220,33 @@ def check_precision(p: Any) -> None:
                          "precision=bf16_pure or fp16_pure")
 
 
-def check_sched(cfg: Any) -> None:
-    """sched.min_lr below the largest learning rate the optimiser starts from (the step-driven
-    schedules decay towards it), where the config alone tells that rate."""
-    s = cfg.sched
-    if not s.min_lr > 0 or s.name in ("onecycle", "plateau"):
-        return
+def start_lr(cfg: Any) -> float | None:
+    """The largest learning rate the optimiser starts from, where the config alone tells it:
+    optim.lr times transfer's largest multiplier and, under lr_scaling=linear, the process
+    count (None: trainer.devices=auto, the machine's)."""
     lr = float(cfg.optim.lr)
     mults = list(cfg.transfer.lr_mult)
     if cfg.transfer.source and cfg.transfer.name != "scratch" and mults not in ([], [1.0]):
         lr *= max(mults)  # transfer's per-group multipliers
     if cfg.trainer.lr_scaling == "linear":
         if not isinstance(cfg.trainer.devices, int):
-            return  # devices=auto: the process count is the machine's
+            return None  # devices=auto: the process count is the machine's
         lr *= cfg.trainer.devices
+    return lr
+
+
+def check_sched(cfg: Any) -> None:
+    """The starting lr is finite (each factor is, but their product may not be), and
+    sched.min_lr is below it (the step-driven schedules decay towards it)."""
+    import math
+
+    lr = start_lr(cfg)
+    if lr is not None and not math.isfinite(lr):
+        raise UsageError(f"optim.lr={cfg.optim.lr} is not allowed: with transfer.lr_mult and "
+                         f"trainer.lr_scaling the optimiser would start from {lr}, not a finite number")
+    s = cfg.sched
+    if not s.min_lr > 0 or s.name in ("onecycle", "plateau") or lr is None:
+        return
     if s.min_lr >= lr:
         raise UsageError(f"sched.min_lr={s.min_lr} must be below optim.lr={lr}")
 

@@ -3,6 +3,7 @@ run every check of cnnlab.config.checks: a config that composes is one a run can
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from cnnlab.config.checks import first_line, validate
@@ -81,15 +82,8 @@ def expand_aug_lists(overrides: list[str]) -> list[str]:
 
 def check_group_overrides(overrides: list[str]) -> None:
     """Name the valid choices when an override picks a group option that does not exist."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as exc:
-        hint = ""
-        if any("=" in o.partition("=")[2].partition("[")[2] for o in overrides):
-            hint = " (quote list items that contain '=': transfer.pretrain=['data=shapes','trainer.epochs=15'])"
-        raise UsageError(f"cannot parse overrides: {first_line(exc)}{hint}") from exc
+    parsed = parse_overrides(overrides)
+    check_added_keys(parsed)
     for ov in parsed:
         key = ov.key_or_group
         if key not in GROUPS or ov.is_delete():
@@ -102,6 +96,74 @@ def check_group_overrides(overrides: list[str]) -> None:
         for v in values:
             if isinstance(v, str) and v not in choices:
                 raise UsageError(f"unknown {key} '{v}'; choose from: {', '.join(choices)}")
+
+
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parse of the overrides; one that does not parse fails alone, with a hint."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    try:
+        return parser.parse_overrides(overrides)
+    except Exception as exc:
+        bad = next((o for o in overrides if not _parses(parser, o)), None)
+        raise UsageError(_parse_error(bad, exc)) from exc
+
+
+def _parses(parser, override: str) -> bool:
+    try:
+        parser.parse_overrides([override])
+    except Exception:
+        return False
+    return True
+
+
+def _parse_error(override: str | None, exc: BaseException) -> str:
+    """One line on an override Hydra's grammar refuses (None: the list as a whole)."""
+    if override is None:
+        return f"cannot parse overrides: {first_line(exc)}"
+    key, _, value = override.partition("=")
+    if not override.isascii() and "'" not in value and '"' not in value:
+        # Hydra reads unquoted values as ASCII words; a quoted string may hold anything
+        if value.startswith("[") and value.endswith("]"):  # quote each item, not the list
+            value = "[" + ",".join(f"'{v.strip()}'" for v in value[1:-1].split(",")) + "]"
+        else:
+            value = f"'{value}'"
+        return (f"cannot parse override '{override}': a value with non-ASCII characters must be "
+                f"quoted for Hydra, e.g. \"{key}={value}\" on the command line")
+    hint = ""
+    if "=" in value.partition("[")[2]:
+        hint = " (quote list items that contain '=': transfer.pretrain=['data=shapes','trainer.epochs=15'])"
+    return f"cannot parse override '{override}': {first_line(exc)}{hint}"
+
+
+def check_added_keys(parsed: list) -> None:
+    """A key added with + or ++ is one of the schema's: Hydra opens the config for an added key,
+    so `+trainer.epochz=3` would otherwise compose (and be ignored). Hydra's own keys, groups
+    (`+group=option`), the free dict transfer.resolved and instantiate keys (refused with
+    their own message later) are left to Hydra and the checks."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from cnnlab.config.checks import INSTANTIATE_KEYS
+    from cnnlab.config.schema import ComposeConfig
+
+    schema = None
+    for ov in parsed:
+        if not (ov.is_add() or ov.is_force_add()):
+            continue
+        key = ov.key_or_group
+        parts = key.split(".")
+        if parts[0] == "hydra" or key in GROUPS or parts[-1] in INSTANTIATE_KEYS:
+            continue
+        schema = schema if schema is not None else OmegaConf.structured(ComposeConfig)
+        node = schema
+        for i, part in enumerate(parts):
+            if not isinstance(node, DictConfig) or OmegaConf.get_type(node) is dict:
+                break  # a value, or a free dict: Hydra says the rest
+            if part not in node:
+                where = ".".join(parts[:i + 1])
+                raise UsageError(f"unknown key '{where}' (added with +){valid_keys_hint(where)}")
+            node = node[part]
 
 
 def explain_compose_error(exc: BaseException) -> str:
@@ -141,4 +203,6 @@ def valid_keys_hint(full_key: str) -> str:
         return ""
     prefix = ".".join(parts[:-1])
     where = f" in {prefix}" if prefix else ""
-    return f"; valid keys{where}: {', '.join(keys)}"
+    close = difflib.get_close_matches(parts[-1], keys, n=1)
+    guess = f" did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+    return f";{guess} valid keys{where}: {', '.join(keys)}"

@@ -78,7 +78,7 @@ def keep_classes(pools, classes: list[int], name: str):
 
     return Pools(train=cut(pools.train), test=cut(pools.test),
                  class_names=[pools.class_names[c] for c in classes], mean=pools.mean,
-                 std=pools.std, source=pools.source)
+                 std=pools.std, source=pools.source, skipped=pools.skipped)
 
 
 def create(cfg: Any):
@@ -136,5 +136,6 @@ def create(cfg: Any):
         name=cfg.name, train=train, val=val, test=test, class_names=list(pools.class_names),
         in_chans=int(sample.shape[0]), image_size=(int(sample.shape[1]), int(sample.shape[2])),
         mean=[float(m) for m in mean], std=[float(s) for s in std],
-        info={"in_memory": train.in_memory, **({"source": pools.source} if pools.source else {})},
+        info={"in_memory": train.in_memory, "skipped_images": pools.skipped,
+              **({"source": pools.source} if pools.source else {})},
     )

@@ -46,6 +46,7 @@ class Pools:
     mean: Optional[list[float]] = None  # known statistics (else computed from the train split)
     std: Optional[list[float]] = None
     source: Optional[str] = None  # where the files were read from (the bundle's info["source"])
+    skipped: int = 0  # undecodable files left out (data.on_bad_image=skip): info["skipped_images"]
 
 
 @dataclass

@@ -55,7 +55,8 @@ class DecodedFolder:
     on_bad: raise (a DataError naming the file) | skip (label BAD, left out by the caller)."""
 
     def __init__(self, root: Path, size: int, on_bad: str = "raise"):
-        self.size, self.on_bad = size, on_bad
+        self.root, self.size, self.on_bad = Path(root), size, on_bad
+        self.skipped = 0  # files left out because they do not decode (on_bad_image=skip)
         import torchvision.datasets as tvd
         from torchvision.transforms import v2
 
@@ -64,11 +65,26 @@ class DecodedFolder:
             v2.Resize(size, antialias=True),
             v2.CenterCrop(size),
         ])
-        try:
-            self.folder = tvd.ImageFolder(str(root), loader=self._load,
-                                          allow_empty=on_bad == "skip")
+        try:  # empty classes are allowed here so that the check below names the folder
+            self.folder = tvd.ImageFolder(str(root), loader=self._load, allow_empty=True)
         except (FileNotFoundError, RuntimeError) as exc:
             raise DataError(f"no images in class sub-folders of {root}: {exc}") from exc
+        self.check_classes(self.folder.targets)
+
+    def check_classes(self, labels, after: str = "") -> None:
+        """Every class folder holds an image (`after`: what left some out), else one line
+        naming the first empty one: a class of 0 images would train a label never seen."""
+        counts = [0] * len(self.classes)
+        for label in labels:
+            counts[int(label)] += 1
+        if 0 not in counts:
+            return
+        folder = self.root / self.classes[counts.index(0)]
+        if after:
+            raise DataError(f"class folder {folder} has no image that decodes ({after}); "
+                            "`cnnlab data verify` lists the bad files")
+        raise DataError(f"class folder {folder} has no image (.jpg, .png, ... files); add "
+                        "images or remove the folder")
 
     @staticmethod
     def _load(path: str):
@@ -115,6 +131,8 @@ class DecodedFolder:
         keep = [(s, t) for s, t in self.folder.samples if s not in bad]
         self.folder.samples = self.folder.imgs = keep
         self.folder.targets = [t for _, t in keep]
+        self.skipped = len(bad)
+        self.check_classes(self.folder.targets, after=f"data.on_bad_image=skip left out {len(bad)} file(s)")
 
 
 def _map_checks(fn, paths, workers):
@@ -139,7 +157,12 @@ def _decode_all(ds: DecodedFolder, size: int, workers: int):
         labels[i:i + len(x)] = y
         i += len(x)
     keep = labels != BAD  # on_bad_image=skip: the files that did not decode drop out here
-    return (images, labels) if bool(keep.all()) else (images[keep], labels[keep])
+    if bool(keep.all()):
+        return images, labels
+    ds.skipped = int((~keep).sum())
+    ds.check_classes(labels[keep].tolist(),
+                     after=f"data.on_bad_image=skip left out {ds.skipped} file(s)")
+    return images[keep], labels[keep]
 
 
 def _split_of(ds: DecodedFolder, size: int, cfg, in_memory: bool) -> Split:
@@ -171,8 +194,7 @@ def load_folder(cfg) -> Pools:
     fits = total * 3 * size * size <= cfg.max_memory_gb * 2**30
     mode = str(cfg.in_memory).lower()  # a YAML true arrives as "True"
     in_memory = mode == "true" or (mode == "auto" and fits)
-    return Pools(
-        train=_split_of(train, size, cfg, in_memory),
-        test=_split_of(test, size, cfg, in_memory) if test is not None else None,
-        class_names=train.classes,
-    )
+    train_split = _split_of(train, size, cfg, in_memory)
+    test_split = _split_of(test, size, cfg, in_memory) if test is not None else None
+    return Pools(train=train_split, test=test_split, class_names=train.classes,
+                 skipped=train.skipped + (test.skipped if test is not None else 0))

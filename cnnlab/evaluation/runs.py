@@ -84,12 +84,8 @@ def _rebuild(run_dir: Path, weights: Path):
         opts = {k: v for k, v in cfg.model.items() if k != "name"}
         model = models.create(cfg.model.name, num_classes=bundle.num_classes, in_chans=bundle.in_chans,
                               input_size=augment.input_size(cfg.aug, bundle.image_size), **opts)
-    state = checkpoint.load(weights)["model"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:  # missing or misshapen weights
-        line = str(exc).strip().splitlines()[0]
-        raise CnnlabError(f"the checkpoint in {run_dir} does not fit its config's model: {line}") from None
+    # a file without weights, or weights of another model: one line naming the file and keys
+    checkpoint.fit_weights(model, checkpoint.load(weights)["model"], weights, cfg.model.name)
     return cfg, model, bundle
 
 
@@ -208,11 +204,11 @@ def evaluate_run(run_dir: str | Path, ecfg, *, device: Optional[str] = None,
     from cnnlab.run import outputs_dir
 
     ecfg = check_eval(ecfg)
+    folder = results.check_writable(outputs_dir(outputs)).parent  # before the work, not after it
     run, side, _, note = _prepare(Path(run_dir), ecfg, device, resolve_device)
     scores = score_views(run, list(ecfg.views), split=ecfg.split, crop=side, average=ecfg.average,
                          chunk=ecfg.chunk)
     rows = result_rows(Path(run_dir).name, run.cfg, ecfg, scores)
-    folder = outputs_dir(outputs)
     for row in rows:
         results.append_row(folder, row)
     return RunEval(run_id=Path(run_dir).name, model=run.cfg.model.name, data=run.bundle.name,

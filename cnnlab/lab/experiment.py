@@ -127,11 +127,21 @@ for *acc, lowest for *loss; the test split never influences the choice. A tune k
 an axis, the seed, or set by base or a scale, and rules cannot name it; paired rules pair by seed
 and the other axes across the arms' own settings. `tune_scales: {quick: {optim.lr: [0.03, 0.1]}}`
 replaces, at that scale, the values of the tune keys it names (cnnlab.lab.tuning).
+
+An experiment file is data, whoever wrote it (check_is_data): everything that becomes an
+override (base, scales, axes, tune, tune_scales, and overrides nested in their values, such as
+transfer.pretrain's) sets config keys only. No `hydra.*` / `hydra/...` key (Hydra's own config:
+callbacks, launchers, its run and sweep folders), no `_target_` anywhere, no resolver calls
+(`${oc.env:...}`; a plain `${seed}` reference is fine), no `outputs` or `resume` (where runs write
+is the command line's choice), and `data.root` / `transfer.source` only as relative paths inside
+the project (no absolute path, `~` or `..`). `name:` is a plain name (letters, digits, _, -, .;
+no `/`, no `..`), since the sweep folder is named after it.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -252,13 +262,21 @@ def load(path: str | Path) -> ExperimentSpec:
         raise UsageError(f"{path.name}: {first}" + (f" (key: {key})" if key else "")) from exc
     except Exception as exc:
         raise UsageError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
-    spec.name = spec.name or path.stem
+    spec.name = spec.name or _name_from(path.stem)
     check(spec, path.name)
     return spec
 
 
+def _name_from(stem: str) -> str:
+    """A file name as an experiment name: characters a name may not hold become '_'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem).replace("..", "_").lstrip(".-")
+    return name or "experiment"
+
+
 def check(spec: ExperimentSpec, where: str = "experiment") -> None:
-    """Rules naming columns must name swept axes (or the metric); fail before any job starts."""
+    """The file is data (check_is_data); rules naming columns must name swept axes (or the
+    metric); fail before any job starts."""
+    check_is_data(spec, where)
     if not spec.axes and not spec.measure:  # a measurement may be one job per seed
         raise UsageError(f"{where}: no axes to sweep")
     if not spec.seeds:
@@ -278,6 +296,73 @@ def check(spec: ExperimentSpec, where: str = "experiment") -> None:
         _check_rule(spec, v, axes, known, where)
     tuning.check(spec, known, where)
     _check_requires(spec.requires, where)
+
+
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+FORBIDDEN_KEYS = ("outputs", "resume")  # where runs write, which run a job writes into
+PATH_KEYS = ("data.root", "transfer.source")  # read from disk: relative paths inside the project only
+_PAIR = re.compile(r"(?:^|(?<=[\[\],'\"\s({]))([+~]*[A-Za-z_][\w./@-]*)\s*=")
+_RESOLVER = re.compile(r"\$\{\s*[\w.-]+\s*:")
+
+
+def check_is_data(spec: ExperimentSpec, where: str = "experiment") -> None:
+    """What an experiment file may contain (see the module docstring): a plain name, and overrides
+    that set config keys only. One UsageError naming the file and the entry otherwise."""
+    name = str(spec.name or "")
+    if name and (not NAME.fullmatch(name) or ".." in name):
+        raise UsageError(f"{where}: name '{name}' is not a plain name (letters, digits, _, - and "
+                         f"., no '/' or '..'): the sweep folder is named after it")
+    for entry, text in _override_entries(spec):
+        why = override_problem(text)
+        if why:
+            raise UsageError(f"{where}: {entry} '{text}' {why}; an experiment file may only set "
+                             f"config keys (README: What an experiment file may contain)")
+
+
+def _override_entries(spec: ExperimentSpec):
+    """(where in the file, override text) for everything of the file that becomes an override."""
+    for i, o in enumerate(spec.base):
+        yield f"base[{i}]", str(o)
+    for scale, extra in spec.scales.items():
+        for i, o in enumerate(extra or []):
+            yield f"scales.{scale}[{i}]", str(o)
+    grids = [("axes", spec.axes), ("tune", spec.tune)]
+    grids += [(f"tune_scales.{scale}", grid) for scale, grid in spec.tune_scales.items()]
+    for label, grid in grids:
+        for key, values in (grid or {}).items():
+            yield f"{label}.{key}", f"{key}={','.join(fmt_value(v) for v in values or [])}"
+
+
+def override_problem(text: str) -> str:
+    """Why an override may not come from an experiment file ('' if it may): a Hydra key, a
+    `_target_`, a resolver call, `outputs`/`resume`, or a path key leaving the project; nested
+    overrides (transfer.pretrain=['data.root=...']) count too."""
+    if "_target_" in text.lower():
+        return "names _target_ (a callable Hydra would call)"
+    if _RESOLVER.search(text):
+        return "calls a resolver (${name:...}); only plain ${key} references are allowed"
+    top = text.split("=", 1)[0].strip()  # a deletion (~key) has no '='
+    keys = [(top.lstrip("+~ "), len(text))] + [(m.group(1).lstrip("+~"), m.end())
+                                             for m in _PAIR.finditer(text)]
+    for key, end in keys:
+        if re.match(r"hydra($|[./@])", key) or re.search(r"@\s*hydra($|[./])", key):
+            return "sets a Hydra key (hydra.* or hydra/...)"
+        bare = key.split("@")[0]
+        if bare in FORBIDDEN_KEYS:
+            return f"sets {bare}, which only the command line may set"
+        if bare in PATH_KEYS and _leaves_project(text[end:]):
+            return f"points {bare} outside the project (an absolute path, ~ or ..)"
+    return ""
+
+
+def _leaves_project(value: str) -> bool:
+    """Whether any path in an override's value is absolute, starts at ~ or climbs with '..'."""
+    for token in re.split(r"[,'\"\[\]\s(){}=]+", value):
+        if token.startswith(("/", "~", "\\")) or re.match(r"[A-Za-z]:[\\/]", token):
+            return True
+        if ".." in re.split(r"[\\/]", token):
+            return True
+    return False
 
 
 def _columns(spec: ExperimentSpec, where: str) -> tuple[set, set]:

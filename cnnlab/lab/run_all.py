@@ -70,7 +70,7 @@ class RunAll:
     def _run(self, i: int, spec, plots: bool) -> Iterator[Step]:
         from cnnlab.lab import experiment as exp
         from cnnlab.lab import report
-        from cnnlab.lab.sweep import launch, missing_data, plan
+        from cnnlab.lab.sweep import launch, missing_data, opened, plan
 
         spec.path = str(exp.experiments_dir() / f"{spec.name}.yaml")
         try:
@@ -83,15 +83,16 @@ class RunAll:
             self.skipped[spec.name] = absent[0]
             yield Step(i, len(self.chosen), spec, "skipped", plan=p, why=absent[0])
             return
-        if not p.untestable:  # else launch only records the sweep, and its verdict says why
-            yield Step(i, len(self.chosen), spec, "started", plan=p)
         try:
-            launch(p)
+            with opened(p):  # created and locked until its report is written
+                if not p.untestable:  # else launch only records the sweep, and its verdict says why
+                    yield Step(i, len(self.chosen), spec, "started", plan=p)
+                launch(p)
+                built = report.build(p.sweep_dir, spec, p.metric, plots=plots)
         except Exception as exc:  # one broken experiment does not stop the catalogue
             yield self._failed(i, spec, exc, p)
             return
-        yield Step(i, len(self.chosen), spec, "finished", plan=p,
-                   report=report.build(p.sweep_dir, spec, p.metric, plots=plots))
+        yield Step(i, len(self.chosen), spec, "finished", plan=p, report=built)
 
     def _failed(self, i: int, spec, exc: Exception, p=None) -> Step:
         self.failed.append(spec.name)

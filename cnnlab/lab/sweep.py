@@ -2,7 +2,14 @@
 
 Hydra expands the overrides and hands each job to its launcher (basic, joblib, submitit) or
 sweeper (grid, Optuna), so those plugins work unchanged by override. Each job runs
-`sweep_job`, which never raises: a failing job writes its status and error and the others go on.
+`cnnlab.lab.jobs.sweep_job`, which never raises for a failing job: it writes its status and error
+and the others go on. SIGINT/SIGTERM stop the whole sweep instead (cnnlab.lab.jobs): the training
+job keeps its checkpoint and is marked interrupted, no job starts after it, and `--resume`
+continues it from that checkpoint.
+
+One writer at a time: a new sweep's folder is created exclusively (a sweep started in the same
+second gets `-2`), and whatever runs or resumes a sweep holds the folder's lock (cnnlab.locks)
+while it writes there (`opened`).
 
     outputs/sweeps/<name>-<time>/
       sweep.yaml            what was asked (experiment, scale, overrides): --resume reads it
@@ -16,14 +23,14 @@ sweeper (grid, Optuna), so those plugins work unchanged by override. Each job ru
 from __future__ import annotations
 
 import json
-import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from cnnlab.errors import CnnlabError, UsageError
-from cnnlab.lab.jobs import FINISHED, check_seed, read_status, write_job
+from cnnlab.lab.jobs import FINISHED, SweepInterrupted, SweepSignals, check_seed, read_status, sweep_job
 
 # hydra/launcher or hydra/sweeper choice -> (plugin module, cnnlab extra that installs it)
 PLUGINS = {
@@ -32,53 +39,6 @@ PLUGINS = {
     ("launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "slurm"),
     ("sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "optuna"),
 }
-
-
-def sweep_job(cfg) -> float:
-    """Hydra's task function for one job. Returns the metric (for sweepers such as Optuna)."""
-    import shutil
-
-    from hydra.core.hydra_config import HydraConfig
-
-    started = time.time()
-    hc = HydraConfig.get()
-    job_dir = Path(hc.runtime.output_dir)
-    overrides = list(hc.overrides.task)
-    metric = hc.job.env_set.get("CNNLAB_METRIC", None) or "test_acc"
-    label = " ".join(o for o in overrides if not o.startswith("trainer.progress"))
-    if read_status(job_dir) in FINISHED:
-        done = json.loads((job_dir / "job.json").read_text())
-        print(f"[skip] {label}: already {done['status']}", flush=True)
-        return float(done.get("metric", math.nan))
-    write_job(job_dir, overrides=overrides, status="running", started=started, error=None)
-    try:
-        from cnnlab.config import validate
-        from cnnlab.training.recipe import train
-
-        validate(cfg)
-        run_dir = job_dir / "run"
-        if run_dir.exists():  # a failed or interrupted attempt: start this job afresh
-            shutil.rmtree(run_dir)
-        summary = train(cfg, run_dir=run_dir, job_started=started)
-        if metric not in summary:  # a derived column (gap, epochs_to_target) comes later
-            metric = "test_acc"
-        value = float(summary.get(metric, math.nan))
-        write_job(job_dir, status=summary["status"], ended=time.time(), metric=value,
-                  overhead_seconds=summary.get("overhead_seconds"))
-        print(f"[{summary['status']}] {label}: {metric} {value:.4f} "
-              f"({time.time() - started:.1f}s)", flush=True)
-        return value
-    except KeyboardInterrupt:
-        write_job(job_dir, status="interrupted", ended=time.time())
-        raise
-    except BaseException as exc:  # isolate the failure: the other jobs go on
-        text = str(exc).strip().splitlines()
-        error = f"{type(exc).__name__}: {text[-1] if text else ''}"
-        if isinstance(exc, MemoryError) or "out of memory" in error.lower():
-            error += " (lower trainer.batch_size)"
-        write_job(job_dir, status="failed", ended=time.time(), error=error)
-        print(f"[failed] {label}: {error}", flush=True)
-        return math.nan
 
 
 @dataclass
@@ -95,6 +55,8 @@ class SweepPlan:
     measure_args: dict = field(default_factory=dict)
     untestable: str = ""  # why this machine cannot test the experiment (its `requires:`): no job runs
     tuning: str = ""  # how per-arm tuning (experiment `tune:`) multiplies the jobs, printed at launch
+    new: bool = False  # sweep_dir is still to be created (`opened` creates it)
+    lock: Any = None  # the folder's cnnlab.locks.FolderLock while `opened` holds it
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -214,11 +176,26 @@ def _resumed_plan(task: list[str], hydra: list[str], outputs: str | Path, experi
     if task:
         raise UsageError("a resumed sweep keeps its own overrides; only hydra/... overrides may be added")
     saved = OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / "sweep.yaml"))
+    _check_saved(Path(sweep_dir) / "sweep.yaml", list(saved["task_overrides"]),
+                 list(saved["hydra_overrides"]))
     return SweepPlan(name=saved["name"], sweep_dir=Path(sweep_dir), task_overrides=saved["task_overrides"],
                      hydra_overrides=list(saved["hydra_overrides"]) + hydra,
                      experiment=saved.get("experiment"), scale=saved.get("scale", "quick"),
                      metric=saved.get("metric", "test_acc"), measure=saved.get("measure"),
                      measure_args=dict(saved.get("measure_args") or {}))
+
+
+def _check_saved(path: Path, task: list[str], hydra: list[str]) -> None:
+    """A sweep.yaml is data too (a shared sweep folder may be resumed): no `_target_`, and of
+    Hydra's own config only the launcher and sweeper (what `cnnlab sweep` documents)."""
+    for o in task + hydra:
+        key = str(o).lstrip("+~").partition("=")[0]
+        hydra_ok = key in ("hydra/launcher", "hydra/sweeper") or key.startswith(("hydra.launcher.",
+                                                                                "hydra.sweeper."))
+        if "_target_" in str(o).lower() or (o in task and split_overrides([o])[1]) or \
+                (o in hydra and not hydra_ok):
+            raise UsageError(f"{path}: override '{o}' is not allowed in a saved sweep (only config "
+                             f"keys, hydra/launcher and hydra/sweeper); pass it on the command line")
 
 
 def _new_plan(task: list[str], hydra: list[str], outputs: str | Path, experiment, scale: str) -> SweepPlan:
@@ -239,7 +216,7 @@ def _new_plan(task: list[str], hydra: list[str], outputs: str | Path, experiment
     measure = getattr(experiment, "measure", None)
     if not measure and not any(o.startswith("trainer.progress=") for o in task):
         task = ["trainer.progress=none", *task]
-    return SweepPlan(name=name, sweep_dir=_new_sweep_dir(outputs, name), task_overrides=task,
+    return SweepPlan(name=name, sweep_dir=_new_sweep_dir(outputs, name), new=True, task_overrides=task,
                      hydra_overrides=hydra,
                      experiment=str(getattr(experiment, "path", "")) or (experiment.name if experiment else None),
                      scale=scale, metric=metric, measure=measure,
@@ -247,17 +224,52 @@ def _new_plan(task: list[str], hydra: list[str], outputs: str | Path, experiment
 
 
 def _new_sweep_dir(outputs: str | Path, name: str) -> Path:
-    """sweeps/<name>-<time>, or <name>-<time>-2, -3, ... if a sweep of that second exists."""
+    """sweeps/<name>-<time>: where a new sweep goes (`opened` creates it, or -2, -3, ... if that
+    name is taken by then)."""
     from cnnlab.run import ensure_writable
 
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    root = ensure_writable(sweeps_root(outputs))
-    sweep_dir = root / f"{name}-{stamp}"
-    n = 1
-    while sweep_dir.exists():
-        n += 1
-        sweep_dir = root / f"{name}-{stamp}-{n}"
-    return sweep_dir
+    return ensure_writable(sweeps_root(outputs)) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _create_sweep_dir(planned: Path) -> Path:
+    """Create `planned`, or `planned`-2, -3, ... : exclusively, so that two sweeps started in the
+    same second never share a folder."""
+    planned.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = planned if n == 1 else planned.with_name(f"{planned.name}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise CnnlabError(f"cannot create a new sweep folder next to {planned}")
+
+
+@contextmanager
+def opened(p: SweepPlan):
+    """The sweep folder, locked for this process while the block writes there: a new sweep's
+    folder is created here; a resumed one must not be in use (cnnlab.locks.FolderInUse names
+    the holder). Re-entered (launch inside the command's block), it holds the lock once."""
+    from cnnlab.locks import FolderLock
+
+    if p.lock is not None and p.lock.held:
+        yield p.sweep_dir
+        return
+    if p.new:
+        p.sweep_dir, p.new = _create_sweep_dir(p.sweep_dir), False
+    p.lock = FolderLock(p.sweep_dir, "sweep folder").acquire()
+    try:
+        yield p.sweep_dir
+    finally:
+        p.lock.release()
+        p.lock = None
+
+
+def resume_command(p: SweepPlan) -> str:
+    """The command that continues this sweep."""
+    import shlex
+
+    return f"cnnlab sweep {shlex.quote(str(p.sweep_dir))} --resume"
 
 
 def plan_targets(targets: list[str], outputs: str | Path, scale: str = "quick",
@@ -293,7 +305,6 @@ def save_plan(p: SweepPlan) -> None:
 
     from cnnlab.run import write_text_atomic
 
-    p.sweep_dir.mkdir(parents=True, exist_ok=True)
     data = {"name": p.name, "experiment": p.experiment, "scale": p.scale, "metric": p.metric,
             "task_overrides": p.task_overrides, "hydra_overrides": p.hydra_overrides,
             **({"measure": p.measure, "measure_args": p.measure_args} if p.measure else {}),
@@ -305,22 +316,54 @@ def save_plan(p: SweepPlan) -> None:
 
 
 def launch(p: SweepPlan) -> None:
-    """Run the plan through Hydra's multirun (its sweeper and launcher)."""
+    """Run the plan through Hydra's multirun (its sweeper and launcher), holding the sweep
+    folder's lock. SIGINT/SIGTERM end it with SweepInterrupted once the running jobs have saved
+    their state (cnnlab.lab.jobs)."""
+    with opened(p):
+        save_plan(p)
+        if p.untestable:  # the report's verdict says why; no job runs
+            (p.sweep_dir / "jobs").mkdir(exist_ok=True)
+            return
+        if p.tuning:
+            print(p.tuning, flush=True)
+        jobs_here = bool(p.measure) or _launcher(p.hydra_overrides) == "basic"
+        with SweepSignals(p.sweep_dir, jobs_here) as signals:
+            try:
+                _run_jobs(p)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # a worker killed by the signal, say: the stop explains it
+                if signals.signum:
+                    raise SweepInterrupted(signals.signum) from exc
+                if isinstance(exc, CnnlabError):
+                    raise
+                text = str(exc).strip().splitlines()
+                raise UsageError(f"hydra could not run the sweep: "
+                                 f"{text[0] if text else type(exc).__name__}") from exc
+            if signals.signum:
+                raise SweepInterrupted(signals.signum)
+
+
+def _launcher(hydra_overrides: list[str]) -> str:
+    """The hydra/launcher a sweep uses ('basic' unless an override picks another)."""
+    chosen = "basic"
+    for o in hydra_overrides:
+        key, _, value = o.lstrip("+").partition("=")
+        if key == "hydra/launcher":
+            chosen = value
+    return chosen
+
+
+def _run_jobs(p: SweepPlan) -> None:
     from cnnlab.config import register_schemas
 
-    save_plan(p)
-    if p.untestable:  # the report's verdict says why; no job runs
-        (p.sweep_dir / "jobs").mkdir(exist_ok=True)
-        return
-    if p.tuning:
-        print(p.tuning, flush=True)
     if p.measure:
         from cnnlab.lab import measures
 
         measures.launch(p.measure, p.measure_args, p.sweep_dir, p.jobs)
         return
     register_schemas()
-    overrides = [
+    _hydra_multirun([
         *p.task_overrides,
         f"hydra.sweep.dir={p.sweep_dir / 'jobs'}",
         "hydra.sweep.subdir='${cnnlab_job_id:${hydra.job.override_dirname}}'",
@@ -328,14 +371,7 @@ def launch(p: SweepPlan) -> None:
         "hydra/job_logging=none",
         f"+hydra.job.env_set.CNNLAB_METRIC={p.metric}",
         *p.hydra_overrides,
-    ]
-    try:
-        _hydra_multirun(overrides)
-    except (KeyboardInterrupt, CnnlabError):
-        raise
-    except Exception as exc:
-        text = str(exc).strip().splitlines()
-        raise UsageError(f"hydra could not run the sweep: {text[0] if text else type(exc).__name__}") from exc
+    ])
 
 
 def _hydra_multirun(overrides: list[str]) -> None:
@@ -400,7 +436,7 @@ def to_target(metrics_csv: Path, metric: str, value: float,
 # summary.json numbers a job row carries (the run folder holds the rest)
 RUN_COLUMNS = ("test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
                "best_epoch", "epochs_run", "params", "train_seconds", "images_per_sec",
-               "overhead_seconds")
+               "overhead_seconds", "nan_steps", "rollbacks", "skipped_images")
 
 
 def job_table(sweep_dir: Path, target=None):

@@ -15,8 +15,9 @@ when there is no `train_eval_loader` (trainer.train_eval_size=0).
 Reliability (cnnlab.training.resume holds the state helpers): last.pt holds everything a run needs to
 continue bit for bit (`state=` resumes from it); SIGINT/SIGTERM save at the next step and raise
 signals.Interrupted (one process only: in a process group the ranks would stop at different
-steps); a non-finite loss follows trainer.on_nan (stop | skip | rollback), and weights that are
-not finite are never written.
+steps); a non-finite loss follows trainer.on_nan (stop | skip | rollback), and so does an
+epoch whose weights (batch-norm buffers included) or validation loss are not finite; weights that
+are not finite are never written, as last.pt or as best.pt.
 """
 
 from __future__ import annotations
@@ -197,14 +198,14 @@ def _epochs(loop: _Loop, state: Optional[dict]) -> FitResult:
         epoch += 1
         stats = _train_epoch(loop, result, epoch, partial)
         partial = None
-        if _diverged(loop, stats):
+        why, row = _check_epoch(loop, epoch, stats)
+        if why:
             if loop.on_nan == "rollback" and result.rollbacks < loop.max_rollbacks:
-                epoch, partial = _rollback(loop, result, good)
+                epoch, partial = _rollback(loop, result, good, why)
                 continue
-            _stop_diverged(loop, result, epoch, stats)
+            _stop_diverged(loop, result, epoch, stats, why, row)
             break
         _add_epoch(result, stats, loop.precision)
-        row = _row(epoch, stats, _validate(loop), _measure_train(loop), result.loss_scale)
         _record(loop, result, row)
         loop.progress.end_epoch(row)
         metric = row[loop.monitor]
@@ -307,30 +308,60 @@ def _report(loop: _Loop, result: FitResult, stats: EpochStats, b: int) -> bool:
     return True
 
 
-def _diverged(loop: _Loop, stats: EpochStats) -> bool:
-    """A non-finite loss in the epoch, or (on_nan=skip) weights that are no longer finite."""
-    return stats.bad or (not math.isfinite(stats.loss) and stats.seen > 0) or (
-        loop.on_nan == "skip" and not checkpoint.all_finite(loop.net.state_dict()))
+LOSS_NOT_FINITE = "the training loss is not finite"
 
 
-def _rollback(loop: _Loop, result: FitResult, good: dict) -> tuple[int, Optional[dict]]:
+def _check_epoch(loop: _Loop, epoch: int, stats: EpochStats) -> tuple[Optional[str], Optional[dict]]:
+    """(why the epoch diverged, or None; its row, once scored). The training loss and the
+    weights (buffers included: batch norm's running variance can overflow while the loss stays
+    finite) come first; then the validation and training-subset passes, whose losses must be
+    finite too. Every rank reaches the same answer."""
+    why = _diverged(loop, stats)
+    if why:
+        return why, None
+    row = _row(epoch, stats, _validate(loop), _measure_train(loop), loop.precision.loss_scale)
+    if loop.has_val and not math.isfinite(row["val_loss"]):
+        return "the validation loss is not finite", row
+    if loop.train_eval_loader is not None and not math.isfinite(row["train_loss"]):
+        return "the loss on the training subset is not finite", row
+    return None, row
+
+
+def _diverged(loop: _Loop, stats: EpochStats) -> Optional[str]:
+    """Why the epoch's training diverged: a non-finite loss, or weights no longer finite."""
+    def weights_finite() -> bool:
+        return checkpoint.all_finite(loop.net.state_dict())
+
+    # ranks may hold different batch-norm buffers until the next forward: rank 0's decide (a
+    # collective, so every rank asks, whatever its loss said)
+    finite = weights_finite() if loop.ctx is None else loop.ctx.from_main(weights_finite)
+    if stats.bad or (not math.isfinite(stats.loss) and stats.seen > 0):
+        return LOSS_NOT_FINITE
+    return None if finite else "the weights are not finite"
+
+
+def _rollback(loop: _Loop, result: FitResult, good: dict, why: str) -> tuple[int, Optional[dict]]:
     result.rollbacks += 1
     epoch, partial = resume.rollback(good, loop.state, result)
     if loop.run is not None:
-        loop.run.log(f"epoch {epoch + 1}: non-finite loss; rollback {result.rollbacks}/"
+        loop.run.log(f"epoch {epoch + 1}: {why}; rollback {result.rollbacks}/"
                      f"{loop.max_rollbacks} to the state after epoch {epoch}, lr x "
                      f"{0.5 ** result.rollbacks:g}")
     return epoch, partial
 
 
-def _stop_diverged(loop: _Loop, result: FitResult, epoch: int, stats: EpochStats) -> None:
-    """The diverged epoch's row (its accuracy, no loss, no validation), and the run ends."""
+def _stop_diverged(loop: _Loop, result: FitResult, epoch: int, stats: EpochStats, why: str,
+                   row: Optional[dict] = None) -> None:
+    """The diverged epoch's row (its scores as far as they go: no loss when that is what
+    diverged, no validation before it ran), and the run ends."""
     result.diverged = True
-    _record(loop, result, _row(epoch, stats, NO_VAL, None, loop.precision.loss_scale,
-                               running_loss=float("nan")))
+    if row is None:
+        row = _row(epoch, stats, NO_VAL, None, loop.precision.loss_scale,
+                   running_loss=float("nan") if why == LOSS_NOT_FINITE else None)
+    _record(loop, result, row)
     if loop.run is not None:
-        loop.run.log(f"epoch {epoch}: training loss is not finite; stopping (diverged, "
-                     f"on_nan={loop.on_nan}, {result.rollbacks} rollback(s))")
+        loop.run.log(f"epoch {epoch}: {why}; stopping (diverged, on_nan={loop.on_nan}, "
+                     f"{result.rollbacks} rollback(s))")
 
 
 def _add_epoch(result: FitResult, stats: EpochStats, precision) -> None:
@@ -390,8 +421,13 @@ def _keep_best(loop: _Loop, result: FitResult, epoch: int, metric: float) -> Non
     if not _improved(metric, result.best_metric, loop.mode):
         result.since_best += 1
         return
+    state = loop.net.state_dict()
+    if not checkpoint.all_finite(state):  # _check_epoch stops such a run first; never keep them
+        if loop.run is not None:
+            loop.run.log(f"not keeping epoch {epoch} as the best: the weights are not finite")
+        return
     result.best_metric, result.best_epoch, result.since_best = metric, epoch, 0
-    result.best_state = {k: v.detach().clone() for k, v in loop.net.state_dict().items()}
+    result.best_state = {k: v.detach().clone() for k, v in state.items()}
     if loop.run is not None and loop.cfg.checkpoints:
         checkpoint.save({"model": result.best_state, "epoch": epoch, loop.monitor: metric},
                         loop.run.checkpoints / "best.pt")

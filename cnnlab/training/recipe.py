@@ -6,6 +6,8 @@ launches N processes that each call it again, or runs as one rank of a process g
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,10 +206,7 @@ def train(cfg, console=None, run_dir=None, job_started: float | None = None) -> 
 
 def _train(cfg, console, run_dir, job_started, ctx) -> dict:
     """train()'s body, for one process or for one rank of a process group (`ctx`)."""
-    from omegaconf import OmegaConf
-
     from cnnlab.training import resume
-    from cnnlab.training.progress import make_progress
     from cnnlab.run import ensure_writable
 
     t0 = time.perf_counter()
@@ -215,6 +214,10 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
     main = ctx is None or ctx.is_main  # rank 0 writes every file; the other ranks write nothing
     world = 1 if ctx is None else ctx.world
     cfg.trainer.devices = world
+    if main and cfg.get("resume"):
+        recorded = _resume_target(cfg)
+        if recorded is not None:  # a finished run that lacked its row: appended, nothing to train
+            return recorded
     if main:
         ensure_writable(Path(cfg.outputs))  # fail before the data loads, not after
     parts = build_parts(cfg, ctx)
@@ -223,6 +226,23 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
     trained = ctx.wrap(parts.model) if ctx is not None else parts.model  # DDP averages the gradients
     resumed = resume.find(cfg, ctx) if cfg.get("resume") else None  # last.pt of an earlier run
     run = _open_run(cfg, run_dir, resumed) if main else None
+    try:
+        return _train_in(cfg, console, run, parts, opt, trained, resumed, ctx,
+                         (t0, entered, job_started, setup_seconds))
+    finally:
+        if run is not None:  # on every path out: the next writer may have the folder
+            run.close()
+
+
+def _train_in(cfg, console, run, parts, opt, trained, resumed, ctx, clocks) -> dict:
+    """Train, test and record in an open run folder (`run`: None on ranks other than 0)."""
+    from omegaconf import OmegaConf
+
+    from cnnlab.training.progress import make_progress
+
+    t0, entered, job_started, setup_seconds = clocks
+    main = ctx is None or ctx.is_main
+    world = 1 if ctx is None else ctx.world
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     if run is not None:
         _log_start(run, cfg, parts, ctx, world, opt.lr)
@@ -266,7 +286,14 @@ def _open_run(cfg, run_dir, resumed):
     if resumed is not None:
         return resumed.run
     run = Run.create_at(run_dir) if run_dir is not None else Run.create(cfg.outputs)
-    run.write_config(cfg)
+    try:
+        run.write_config(cfg)
+    except BaseException:  # a folder without its config.yaml is no run: leave none behind
+        import shutil
+
+        run.close()  # its lock goes with it
+        shutil.rmtree(run.root, ignore_errors=True)
+        raise
     return run
 
 
@@ -386,6 +413,10 @@ def _metrics(cfg, parts: RunParts, model, fit, test: dict, seconds: dict, world:
         "n_train_eval": _n_train_eval(cfg, parts),  # the images train_acc is measured on
         # fp16 with a dynamic loss scaler: optimizer steps skipped on overflow, the final scale
         "skipped_steps": getattr(fit, "skipped_steps", 0), "loss_scale": getattr(fit, "loss_scale", 1.0),
+        # trainer.on_nan: steps with a non-finite loss, reloads of the last good epoch; and the
+        # files data.on_bad_image=skip left out because they do not decode
+        "nan_steps": getattr(fit, "nan_steps", 0), "rollbacks": getattr(fit, "rollbacks", 0),
+        "skipped_images": int(b.info.get("skipped_images", 0)),
         # data-parallel: processes, the batch one optimizer step sees, the lr after lr_scaling
         "world_size": world, "global_batch_size": world * cfg.trainer.batch_size, "effective_lr": lr,
     }
@@ -410,7 +441,7 @@ def _finish(cfg, cfg_dict: dict, run, parts: RunParts, fit, test: dict, metrics:
     from cnnlab.machine import device_name
 
     b = parts.bundle
-    status = "diverged" if fit.diverged else "done"
+    status = _final_status(run, fit, test)
     env = {"torch": torch.__version__, "device": str(parts.device),
            "device_name": device_name(parts.device),
            "threads": torch.get_num_threads(), "channels_last": parts.channels_last,
@@ -420,8 +451,79 @@ def _finish(cfg, cfg_dict: dict, run, parts: RunParts, fit, test: dict, metrics:
                    data_std=[float(v) for v in b.std])
     if getattr(fit, "probe", None):
         summary["probe"] = fit.probe
+    summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     if run is not None:
+        # summary.json first, marked not yet recorded: a crash before the row is appended leaves
+        # a finished run whose row `resume` appends from it (_record_finished)
+        run.write_summary({**summary, "recorded": False})
+        results.append_row(cfg.outputs, row_of(cfg_dict, summary))
+        summary["recorded"] = True
         run.write_summary(summary)
-        head = {"run_id": run.id, "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": status}
-        results.append_row(cfg.outputs, results.make_row(cfg_dict, head, {**metrics, **env}))
         run.log(f"finished: {status}, test acc {test['acc']:.4f}")
+
+
+# summary.json keys that are not results columns (the row has its own head; a probe's table
+# and the data statistics stay in the summary)
+SUMMARY_ONLY = ("run_id", "status", "path", "finished", "recorded", "num_classes", "in_chans",
+                "input_size", "data_mean", "data_std", "probe", "error")
+
+
+def row_of(cfg_dict: dict, summary: dict) -> dict:
+    """A finished run's results row, from its summary (metrics and environment) and config."""
+    from cnnlab import results
+
+    head = {"run_id": summary["run_id"], "time": summary.get("finished"), "status": summary["status"]}
+    numbers = {k: v for k, v in summary.items() if k not in SUMMARY_ONLY}
+    return results.make_row(cfg_dict, head, numbers)
+
+
+def _final_status(run, fit, test: dict) -> str:
+    """diverged when the loop said so, or when the test pass scores a non-finite loss (weights
+    that the epochs' checks let through); else done."""
+    if fit.diverged:
+        return "diverged"
+    if test.get("n") and not math.isfinite(test["loss"]):
+        if run is not None:
+            run.log("the test loss is not finite: the run diverged")
+        return "diverged"
+    return "done"
+
+
+def _resume_target(cfg) -> dict | None:
+    """Before a resumed run starts: its results row goes to the table of the run's own outputs
+    folder (a relative `outputs` in its config.yaml is the folder it was started from, not the
+    current one); and a run that finished without its row only gets the row appended (returns
+    its summary; None: train as usual)."""
+    from cnnlab.training import resume
+
+    spec = str(cfg.resume)
+    if spec != "auto":
+        cfg.outputs = str(resume.own_outputs(resume.run_root(spec), cfg.outputs))
+    root = resume.unrecorded(cfg)
+    return _record_finished(root, cfg) if root is not None else None
+
+
+def _record_finished(root: Path, cfg) -> dict:
+    """Append the results row of the finished run `root` from its summary.json and config.yaml
+    (nothing is trained); the summary, marked recorded, is returned."""
+    from omegaconf import OmegaConf
+
+    from cnnlab import results
+    from cnnlab.run import Run
+    from cnnlab.training import resume
+
+    run = Run(root)
+    summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+    # an earlier version's summary has no end time: the file's is when the run ended
+    summary.setdefault("finished", time.strftime(
+        "%Y-%m-%d %H:%M:%S", time.localtime((root / "summary.json").stat().st_mtime)))
+    outputs = resume.own_outputs(root, cfg.outputs)
+    if not resume.has_row(outputs, run.id):  # a crash after the append, before the mark
+        cfg_dict = OmegaConf.to_container(OmegaConf.load(root / "config.yaml"), resolve=True)
+        cfg_dict["outputs"] = str(outputs)
+        results.append_row(outputs, row_of(cfg_dict, summary))
+        run.log(f"resume: the run had finished ({summary['status']}) without its results row; "
+                f"appended it to {results.table_path(outputs)}")
+    summary["recorded"] = True
+    run.write_summary(summary)
+    return summary

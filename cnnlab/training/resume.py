@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from cnnlab import checkpoint
+from cnnlab import checkpoint, locks
 from cnnlab.errors import CnnlabError, UsageError
 
 FORMAT = 2  # last.pt layout; 1 had no precision, position, history or global step
@@ -37,15 +37,23 @@ class LoopState:
 
 @dataclass
 class Found:
-    """The run a resumed training continues in, and its loaded last.pt."""
+    """The run a resumed training continues in (its folder locked for this writer before its
+    last.pt was read, so no other writer changes it underneath), and that loaded last.pt."""
     root: Path
     state: dict
+    run: Any = None  # cnnlab.run.Run, holding the folder's lock
 
-    @property
-    def run(self):
-        from cnnlab.run import Run
 
-        return Run(self.root)
+def _locked_load(root: Path, ckpt: Path) -> Found:
+    """Lock the run folder (a second writer gets the holder's name), then read its last.pt."""
+    from cnnlab.run import Run
+
+    run = Run(root)
+    try:
+        return Found(root, checkpoint.load(ckpt), run)
+    except BaseException:
+        run.close()
+        raise
 
 
 def snapshot(loop: LoopState, result, epochs_done: int, position: Optional[dict] = None,
@@ -81,8 +89,13 @@ def restore(state: dict, loop: LoopState, result) -> tuple[int, Optional[dict]]:
     if state.get("format", 1) < FORMAT or "precision" not in state:
         raise CnnlabError("this last.pt predates exact resume (no loader position or precision "
                           "state); start a new run")
-    loop.net.load_state_dict(state["model"])
-    loop.optimizer.load_state_dict(state["optimizer"])
+    where = getattr(state, "path", "the rollback point")
+    checkpoint.fit_weights(loop.net, state["model"], where)
+    try:
+        loop.optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as exc:
+        raise CnnlabError(f"{where}: optimizer state does not fit this run's optimizer "
+                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
     if loop.scheduler is not None and state.get("scheduler") is not None:
         loop.scheduler.load_state_dict(state["scheduler"])
     loop.precision.load_state_dict(state["precision"])
@@ -162,6 +175,77 @@ def _status(root: Path) -> Optional[str]:
         return None
 
 
+FINISHED = ("done", "diverged")
+
+
+def _summary(root: Path) -> dict:
+    try:
+        return json.loads((root / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def run_root(spec: str) -> Path:
+    """The run folder `resume=<spec>` names: the folder itself, or the one of a checkpoint in it."""
+    path = Path(spec)
+    return path if path.is_dir() or path.suffix != ".pt" else path.parent.parent
+
+
+def own_outputs(root: Path, configured: str) -> Path:
+    """The outputs folder the run folder `root` belongs to, where its results row goes. Its
+    config records `outputs` as it was given, perhaps relative to the folder the run was started
+    from; the run folder's place says which folder that was: <outputs>/runs/<id>,
+    <outputs>/sweeps/<sweep>/jobs/<job>/run or <outputs>/cache/pretrain/<key>. Elsewhere,
+    `configured` as it is."""
+    root = Path(root).resolve()
+    up = [root, *root.parents]
+    for depth, name in ((1, "runs"), (4, "sweeps"), (2, "cache")):
+        if len(up) > depth + 1 and up[depth].name == name:
+            return up[depth + 1]
+    return Path(configured)
+
+
+def has_row(outputs: Path, run_id: str) -> bool:
+    """Whether the results table of `outputs` has a row of run `run_id`."""
+    import csv
+
+    from cnnlab.results import table_path
+
+    try:
+        with open(table_path(outputs), newline="", encoding="utf-8") as f:
+            return any(row.get("run_id") == run_id for row in csv.DictReader(f))
+    except FileNotFoundError:
+        return False
+
+
+def unrecorded(cfg) -> Optional[Path]:
+    """The run `cfg.resume` asks for when it finished without its results row (summary.json
+    written, the table append lost to a crash), else None. A named run counts when its summary
+    is not marked recorded (also one from before the mark) and its table lacks the row; with
+    auto, the newest run of this config whose summary says the row is still to come."""
+    spec = str(cfg.resume)
+    if spec != "auto":
+        root = run_root(spec)
+        summary = _summary(root)
+        if summary.get("status") not in FINISHED or summary.get("recorded", False) is True:
+            return None
+        if has_row(own_outputs(root, cfg.outputs), root.name) and "recorded" not in summary:
+            return None  # an earlier version's finished run: refused by find() as before
+        return root if _run_hash(root) == config_hash(cfg) else None
+    runs = Path(cfg.outputs) / "runs"
+    found = sorted(runs.glob("*/summary.json"), key=lambda p: p.stat().st_mtime,
+                   reverse=True) if runs.is_dir() else []
+    want = None
+    for path in found:
+        summary = _summary(path.parent)
+        if summary.get("status") not in FINISHED or summary.get("recorded", True) is not False:
+            continue
+        want = want or config_hash(cfg)
+        if _run_hash(path.parent) == want:
+            return path.parent
+    return None
+
+
 def find(cfg, ctx=None) -> Optional[Found]:
     """The run `cfg.resume` asks for: auto (None when there is none) or a run folder/last.pt."""
     spec = str(cfg.resume)
@@ -176,8 +260,10 @@ def find(cfg, ctx=None) -> Optional[Found]:
             root = ckpt.parent.parent
             if _status(root) in ("done", "diverged") or _run_hash(root) != want:
                 continue
-            try:
-                return Found(root, checkpoint.load(ckpt))
+            try:  # a run another writer holds now (a requeued job's twin) is refused, by name
+                return _locked_load(root, ckpt)
+            except locks.FolderInUse:
+                raise
             except CnnlabError:  # unreadable (e.g. from an old version): try the next one
                 continue
         return None
@@ -191,4 +277,4 @@ def find(cfg, ctx=None) -> Optional[Found]:
                          f"continue it with `cnnlab resume {root}`")
     if _status(root) in ("done", "diverged"):
         raise UsageError(f"resume={spec}: that run has finished ({_status(root)})")
-    return Found(root, checkpoint.load(ckpt))
+    return _locked_load(root, ckpt)

@@ -233,7 +233,7 @@ def test_foreign_checkpoint_is_one_line(lenet_run, tmp_path):
     shutil.copytree(lenet_run, fake)
     torch.save({"weights": torch.zeros(3)}, fake / "checkpoints" / "best.pt")
     res = runner.invoke(app, ["eval", str(fake)])
-    assert res.exit_code == 1 and "not a cnnlab run" in res.stderr
+    assert res.exit_code == 1 and "best.pt: checkpoint has no 'model' weights" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     res = runner.invoke(app, ["eval", lenet_run, "--multiscale", "a,b"])
     assert res.exit_code == 2 and "--multiscale" in res.stderr
