@@ -1,4 +1,12 @@
 """The results table outputs/results.csv: one row per finished run, and queries over it.
+Benchmarks (`cnnlab bench-conv`, `cnnlab bench-train`) write their rows to a table of their own,
+outputs/bench.csv, by the same rules.
+
+A row's head names its run: `run_id` is the run folder's id (for a sweep job, whose folder is
+always .../jobs/<job>/run, `<sweep>/<job>`), `path` is the folder relative to the outputs folder,
+and a sweep job's row also has `sweep` and `job`. The short axes (`model`, `optim`, ...) hold the
+preset chosen for the group (`optim=nesterov`) when it is known, beside the resolved keys
+(`optim.name=sgd`).
 
 Rows come from different configs, so their columns differ. An append takes a cross-process file
 lock. A row with the table's columns is appended in place, in one write that is undone
@@ -33,8 +41,50 @@ AXES = {
 }
 
 
-def table_path(outputs: str | os.PathLike) -> Path:
-    return Path(outputs) / "results.csv"
+# config groups whose short column holds the preset's name (Hydra's choice) when it is known
+PRESET_AXES = ("model", "data", "aug", "optim", "sched", "precision", "transfer", "eval")
+EXTRA_PRESETS = ("trainer", "reg")  # groups without a resolved name, recorded when known
+
+TABLE = "results.csv"  # runs (training and eval rows)
+BENCH = "bench.csv"  # benchmarks' rows
+
+
+def table_path(outputs: str | os.PathLike, table: str = TABLE) -> Path:
+    return Path(outputs) / table
+
+
+def run_identity(outputs: str | os.PathLike | None, path: str | os.PathLike | None,
+                 folder_id: str | None) -> dict[str, Any]:
+    """A row's head for the run folder `path`: run_id, path (relative to `outputs` when inside
+    it), sweep and job (None unless the folder is a sweep job's <sweep>/jobs/<job>/run)."""
+    if path is None:
+        return {"run_id": folder_id, "path": None, "sweep": None, "job": None}
+    where = Path(path)
+    shown = str(where)
+    if outputs is not None:
+        with contextlib.suppress(ValueError, OSError):
+            shown = where.resolve().relative_to(Path(outputs).resolve()).as_posix()
+    parts = Path(shown).parts
+    if len(parts) >= 5 and parts[-5] == "sweeps" and parts[-3] == "jobs" and parts[-1] == "run":
+        sweep, job = parts[-4], parts[-2]
+        return {"run_id": f"{sweep}/{job}", "path": shown, "sweep": sweep, "job": job}
+    return {"run_id": folder_id or where.name, "path": shown, "sweep": None, "job": None}
+
+
+def preset_names(choices: dict | None) -> dict[str, str]:
+    """The presets of cnnlab's config groups from Hydra's runtime choices (a list of aug
+    presets, `[crop,flip]`, reads crop+flip, as aug.name does)."""
+    out = {}
+    for group, value in (choices or {}).items():
+        if group not in PRESET_AXES + EXTRA_PRESETS or value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            value = "+".join(str(v) for v in value)
+        value = str(value)
+        if value.startswith("[") and value.endswith("]"):
+            value = "+".join(v.strip() for v in value[1:-1].split(",") if v.strip())
+        out[group] = value
+    return out
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
@@ -50,30 +100,35 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def make_row(cfg_dict: dict, head: dict, metrics: dict) -> dict[str, Any]:
-    """head (run id, time, status) + short axes + metrics + every flattened config key."""
-    flat = flatten(cfg_dict)
+def make_row(cfg_dict: dict, head: dict, metrics: dict, choices: dict | None = None) -> dict[str, Any]:
+    """head (run id, time, status, ...) + short axes + metrics + every flattened config key.
+    choices: the presets chosen per config group (Hydra's runtime choices): the short column of
+    a group holds its preset's name, the resolved values stay under their dotted keys."""
+    flat = flatten({k: v for k, v in cfg_dict.items() if k != "choices"})
+    presets = preset_names(choices)
     row = dict(head)
-    row.update({short: flat.get(full) for short, full in AXES.items()})
+    row.update({short: presets.get(short, flat.get(full)) for short, full in AXES.items()})
+    row.update({g: presets[g] for g in EXTRA_PRESETS if g in presets})
     row.update(metrics)
     row.update({k: v for k, v in flat.items() if k not in row})
     return row
 
 
-def append_row(outputs: str | os.PathLike, row: dict[str, Any], timeout: float = 60) -> Path:
-    """Append one row to outputs/results.csv; a failure is a CnnlabError naming the table, and
-    leaves it as it was."""
-    path = table_path(outputs)
+def append_row(outputs: str | os.PathLike, row: dict[str, Any], timeout: float = 60,
+               table: str = TABLE) -> Path:
+    """Append one row to outputs/results.csv (or outputs/<table>); a failure is a CnnlabError
+    naming the table, and leaves it as it was."""
+    path = table_path(outputs, table)
     with _table_lock(path, timeout):
         _append_locked(path, row)
     return path
 
 
-def check_writable(outputs: str | os.PathLike, timeout: float = 60) -> Path:
+def check_writable(outputs: str | os.PathLike, timeout: float = 60, table: str = TABLE) -> Path:
     """Fail now, as append_row would later, when a row could not be appended to the table (its
     folder or the table is not writable, the lock cannot be taken); writes no row. For commands
     that would otherwise do all their work first."""
-    path = table_path(outputs)
+    path = table_path(outputs, table)
     with _table_lock(path, timeout):
         if _check_regular(path):
             os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
@@ -217,13 +272,13 @@ def _csv_text(columns: list[str], rows: list[dict], header: bool = True) -> str:
     return buf.getvalue()
 
 
-def read_table(outputs: str | os.PathLike):
+def read_table(outputs: str | os.PathLike, table: str = TABLE):
     """The table as a DataFrame (empty when there is none). A partial last row (an interrupted
     write's, which the next append sets aside) is left out with a warning; a table pandas cannot
     read is one line naming it."""
     import pandas as pd
 
-    path = table_path(outputs)
+    path = table_path(outputs, table)
     try:
         if not _check_regular(path):
             return pd.DataFrame()
@@ -260,13 +315,70 @@ def _coerce(series, value: str):
     return value
 
 
+FILTER = r"\s*([\w.]+)\s*(!=|>=|<=|=|>|<)\s*(.*)"
+
+
+def no_match(df, where: Iterable[str]) -> str:
+    """Why the filters `where` leave no row of `df`: the first that empties it, and the values
+    its column has among the rows the filters before it kept."""
+    import re
+
+    kept, before = df, []
+    for cond in where:
+        narrowed = query(kept, [cond])
+        if narrowed.empty:
+            key = re.fullmatch(FILTER, cond).group(1)
+            values = sorted({_shown(v) for v in kept[key].dropna()}, key=_natural)
+            after = f" among the rows with {' and '.join(before)}" if before else ""
+            listed = ", ".join(values[:20]) + (f", ... ({len(values)} values)" if len(values) > 20 else "")
+            return (f"no row has {cond.strip()}{after}; {key} has: {listed}" if values
+                    else f"no row has {cond.strip()}{after}; {key} is empty in every row")
+        kept, before = narrowed, before + [cond.strip()]
+    return "no row matches"
+
+
+def _shown(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _natural(text: str):
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+# float columns that stay floats even when every value is whole (an accuracy of 1.0)
+_REAL = ("acc", "loss", "top5", "lr", "fraction", "ratio", "rate", "seconds", "_ms", "_mb",
+         "per_sec", "gflops", "gap", "mean", "std", "momentum", "decay", "scale", "err")
+
+
+def integer_columns(df):
+    """df with float columns whose values are all whole numbers (a seed, epochs, a count that
+    a missing value made float in the CSV) shown as integers (missing: empty)."""
+    import pandas as pd
+
+    out = df.copy()
+    for col in df.columns:
+        series = df[col]
+        if not pd.api.types.is_float_dtype(series) or any(k in str(col).lower() for k in _REAL):
+            continue
+        values = series.dropna()
+        if values.empty or not (values == values.round()).all() or (values.abs() >= 2**53).any():
+            continue
+        out[col] = [("" if pd.isna(v) else int(v)) for v in series]
+    return out
+
+
 def query(df, where: Iterable[str] = (), columns: str | None = None, sort: str | None = None,
           descending: bool = False, last: int | None = None):
     """Filter rows by key=value (also key!=value, key>value, key<value), pick columns, sort."""
     import re
 
     for cond in where:
-        m = re.fullmatch(r"\s*([\w.]+)\s*(!=|>=|<=|=|>|<)\s*(.*)", cond)
+        m = re.fullmatch(FILTER, cond)
         if not m:
             raise UsageError(f"cannot read filter '{cond}'; write key=value (or !=, >, <, >=, <=)")
         key, op, value = m.groups()

@@ -15,7 +15,7 @@ import typer
 
 from cnnlab.config import GROUPS, conf_dir
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode="rich",
                   help="cnnlab: a command-line lab for convolutional networks.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: list, inspect, fetch.")
 app.add_typer(data_app, name="data")
@@ -97,8 +97,23 @@ def _groups_help() -> str:
 OVERRIDES = typer.Argument(None, help="Hydra overrides: group=option or key=value.", show_default=False)
 
 
+def _version(value: bool) -> None:
+    """--version: the installed package's version, from its metadata (nothing heavy imported)."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        typer.echo(f"cnnlab {version('cnnlab')}")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        typer.echo("cnnlab (not installed: pip install -e .)")
+    raise typer.Exit(0)
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")):
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print cnnlab's version and exit.")):
     if debug:
         os.environ["CNNLAB_DEBUG"] = "1"
 

@@ -1,7 +1,7 @@
 """`cnnlab bench-train`: a training step's phases, cnnlab's data path against a no-data ceiling
 and, with --vs-dataloader, against a torch DataLoader with per-image torchvision transforms.
 
-Prints one table row per pipeline and appends the same rows to outputs/results.csv with head
+Prints one table row per pipeline and appends the same rows to outputs/bench.csv (`cnnlab results --bench`) with head
 run_id bench-train-<time>, status "bench" and bench_pipeline (cnnlab, ceiling, dataloader); the
 metrics are prefixed bench_ (see cnnlab.bench.train.metric_rows).
 """
@@ -32,7 +32,7 @@ def bench_train(
     vs_dataloader: bool = typer.Option(False, "--vs-dataloader", help="Also a torch DataLoader with per-image torchvision v2 transforms."),
     workers: int = typer.Option(2, "--workers", help="DataLoader worker processes (--vs-dataloader)."),
     vs_memory_format: bool = typer.Option(False, "--vs-memory-format", help="Also the ceiling in the other memory order (NCHW vs channels_last), in lock step."),
-    outputs: Optional[Path] = typer.Option(None, "--outputs", help="Where results.csv is (default: the config's outputs, $CNNLAB_OUTPUTS or ./outputs)."),
+    outputs: Optional[Path] = typer.Option(None, "--outputs", help="Where bench.csv is (default: the config's outputs, $CNNLAB_OUTPUTS or ./outputs)."),
 ):
     """Training images/s of cnnlab's data path + step, its no-data ceiling and step phases."""
     from cnnlab.bench import train as bench
@@ -103,5 +103,7 @@ def bench_train(
             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": "bench"}
     pairs = bench.metric_rows(r)
     for name, metrics in pairs:
-        results.append_row(folder, results.make_row(cfg_dict, {**head, "bench_pipeline": name}, metrics))
-    console.print(f"appended {len(pairs)} row(s) to {results.table_path(folder)}")
+        results.append_row(folder, results.make_row(cfg_dict, {**head, "bench_pipeline": name}, metrics),
+                           table=results.BENCH)
+    console.print(f"appended {len(pairs)} row(s) to {results.table_path(folder, results.BENCH)} "
+                  f"(`cnnlab results --bench`)")

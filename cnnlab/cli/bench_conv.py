@@ -3,7 +3,7 @@
 
 Writes into --out (default outputs/bench-conv/<time>/): conv.csv (or design.csv), a markdown
 table, a PNG plot, machine.json, and parquet when pyarrow is importable; appends the same rows
-to outputs/results.csv with run_id bench-conv-<time>, status "bench" and bench_-prefixed metrics.
+to outputs/bench.csv (`cnnlab results --bench`) with run_id bench-conv-<time>, status "bench" and bench_-prefixed metrics.
 """
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ def bench_conv(
                         "threads": torch.get_num_threads()}
                        for r in df.to_dict("records")]
     for m in metric_rows:
-        results.append_row(outputs, results.make_row({}, head, m))
-    console.print(f"wrote {folder}; appended {len(metric_rows)} row(s) to {results.table_path(outputs)}")
+        results.append_row(outputs, results.make_row({}, head, m), table=results.BENCH)
+    console.print(f"wrote {folder}; appended {len(metric_rows)} row(s) to "
+                  f"{results.table_path(outputs, results.BENCH)} (`cnnlab results --bench`)")
 
 
 def _write(df, folder: Path, stem: str) -> None:

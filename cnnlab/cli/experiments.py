@@ -111,6 +111,7 @@ def _print_step(console, step) -> None:
 def report_cmd(
     sweeps: Optional[Path] = typer.Argument(None, help="A folder of sweep folders (default: the outputs folder's sweeps/).", show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: <sweeps>/../reports/<time>)."),
+    rejudge: bool = typer.Option(False, "--rejudge", help="First decide each sweep's verdict again with this cnnlab's statistics and its experiment file's rules (no training)."),
 ):
     """Rebuild the claims report (report.md, report.html, figures/) from finished sweeps."""
     from cnnlab.lab import catalogue
@@ -124,5 +125,8 @@ def report_cmd(
         raise UsageError(f"no finished experiment sweep under {sweeps} (run `cnnlab sweep <experiment>` first)")
     out = out or sweeps.resolve().parent / "reports" / time.strftime("%Y%m%d-%H%M%S")
     ensure_writable(out)
+    if rejudge:
+        for name, verdict in catalogue.rejudge(sweeps):
+            typer.echo(f"{name}: {verdict}")
     path = catalogue.build(sweeps, out)
     typer.echo(f"report: {path} (and {path.with_suffix('.html').name}, figures/)")

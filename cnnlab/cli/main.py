@@ -18,6 +18,7 @@ def main() -> None:
     if "--debug" in sys.argv[1:]:
         sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a != "--debug"]
         os.environ["CNNLAB_DEBUG"] = "1"
+    sys.argv = [sys.argv[0]] + train.normalize_argv(sys.argv[1:])
     app()
 
 

@@ -1,4 +1,5 @@
-"""`cnnlab results`: the table of finished runs, filtered, sorted, pivoted or exported."""
+"""`cnnlab results`: the table of finished runs (or, with --bench, of benchmarks), filtered,
+sorted, pivoted or exported."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from cnnlab.cli.app import app, guarded
 from cnnlab.tables import markdown_table, rich_table
 
 
-DEFAULT_COLUMNS = ["run_id", "status", "model", "data", "aug", "optim", "lr", "epochs", "seed",
-                   "test_acc", "best_val_acc", "train_seconds"]
+DEFAULT_COLUMNS = ["run_id", "status", "model", "data", "aug", "optim", "sched", "lr", "epochs",
+                   "seed", "test_acc", "best_val_acc", "train_seconds"]
 
 
 @app.command()
@@ -28,6 +29,7 @@ def results(
     agg: str = typer.Option("mean", "--agg", help="Pivot aggregation: mean, median, max, min, count, std."),
     export: Optional[Path] = typer.Option(None, "--export", "-o", help="Write the table to a .csv or .md file."),
     outputs: Optional[Path] = typer.Option(None, "--outputs", help="The outputs folder (default: $CNNLAB_OUTPUTS or ./outputs)."),
+    bench: bool = typer.Option(False, "--bench", help="The benchmarks' table (outputs/bench.csv: bench-conv, bench-train) instead of the runs'."),
 ):
     """The table of finished runs (outputs/results.csv), filtered, sorted or pivoted."""
     from rich.console import Console
@@ -38,21 +40,30 @@ def results(
     from cnnlab.run import outputs_dir
 
     folder = outputs_dir(outputs)
-    df = res.read_table(folder)
+    table = res.BENCH if bench else res.TABLE
+    df = res.read_table(folder, table)
     if df.empty:
-        typer.echo(f"no finished runs in {res.table_path(folder)} yet; run `cnnlab train` first")
+        first = "`cnnlab bench-conv` or `cnnlab bench-train`" if bench else "`cnnlab train`"
+        typer.echo(f"no {'benchmark rows' if bench else 'finished runs'} in "
+                   f"{res.table_path(folder, table)} yet; run {first} first")
         return
     if agg not in ("mean", "median", "max", "min", "count", "std"):
         raise UsageError(f"unknown --agg '{agg}'; choose from: mean, median, max, min, count, std")
     cols = None if columns in (None, "all") else columns
+    everything = df
     df = res.query(df, where or [], cols, sort, desc, last)
+    if where and df.empty:
+        raise UsageError(f"{res.table_path(folder, table)}: {res.no_match(everything, where)}")
     if pivot:
         spec = [part for item in pivot for part in item.split()]
         df = res.pivot(df, spec, agg).reset_index()
         df.columns = [" ".join(str(c) for c in col if str(c)) if isinstance(col, tuple) else str(col)
                       for col in df.columns]
+    elif columns is None and bench:  # every column some benchmark row filled
+        df = df[[c for c in df.columns if df[c].notna().any()]]
     elif columns is None:
         df = df[[c for c in DEFAULT_COLUMNS if c in df.columns]]
+    df = res.integer_columns(df)
     if export:
         _export(df, export)
         typer.echo(f"wrote {export}")

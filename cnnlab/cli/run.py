@@ -40,14 +40,21 @@ def resume(run_dir: Path = typer.Argument(..., help="The run folder (outputs/run
 @app.command()
 @guarded
 def export(run: Path = typer.Argument(..., help="A run folder or one of its checkpoints."),
-           format: str = typer.Option("safetensors", "--format", "-f", help="safetensors"),
+           format: str = typer.Option("safetensors", "--format", "-f", help="safetensors or onnx"),
            which: str = typer.Option("best", "--which", help="best (else last) or last weights."),
-           out: Path = typer.Option(None, "--out", "-o", help="Output file (default: <run>/checkpoints/model.safetensors).")):
-    """Write a run's weights as safetensors: tensors only, safe to share and to load."""
-    from cnnlab.export import export as do_export
+           out: Path = typer.Option(None, "--out", "-o", help="Output file (default: <run>/checkpoints/model.safetensors or model.onnx).")):
+    """Write a run's weights as safetensors (tensors only, safe to share and to load) or its
+    network as ONNX (for onnxruntime; needs the onnx extra)."""
+    from cnnlab import export as ex
 
-    path = do_export(run, format, which, out)
-    typer.echo(f"wrote {path}")
+    rebuild = None
+    if format == "onnx":
+        from cnnlab.evaluation.runs import model_for_export as rebuild
+    path = ex.export(run, format, which, out, rebuild=rebuild)
+    if format == "onnx":
+        typer.echo(f"wrote {path} (ONNX opset {ex.ONNX_OPSET}, dynamic batch axis)")
+    else:
+        typer.echo(f"wrote {path}")
 
 
 def _lost_its_row(run_dir: Path) -> bool:

@@ -16,6 +16,8 @@ def sweep(
     resume: bool = typer.Option(False, "--resume", help="Run only the jobs that are not done, in the latest sweep of this experiment (or the sweep folder given)."),
     scale: str = typer.Option("quick", "--scale", help="Experiment scale: quick (CPU, offline data) or full (GPU, real datasets)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the PNG plots."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="What each job returns to the sweeper (Optuna) to optimise: a validation score by default (best_val_acc); a test_ score prints a warning. On an ad-hoc sweep also what the tables show (default test_acc)."),
+    direction: Optional[str] = typer.Option(None, "--direction", help="max or min (default: max for accuracies, min for losses and times); sets Optuna's hydra.sweeper.direction."),
 ):
     """Run a grid of training jobs through Hydra's multirun; tables, plots and a verdict at the end."""
     from rich.console import Console
@@ -24,9 +26,20 @@ def sweep(
     from cnnlab.lab import sweep as sw
     from cnnlab.run import outputs_dir
 
-    p, spec = sw.plan_targets(list(targets or []), outputs_dir(), scale=scale, resume=resume)
+    p, spec = sw.plan_targets(list(targets or []), outputs_dir(), scale=scale, resume=resume,
+                              metric=metric, direction=direction)
     console = Console()
+    warning = sw.objective_warning(p)
+    if warning:
+        console.print(warning, soft_wrap=True, markup=False)
+    pending = sw.pending_jobs(p) if resume else None
+    if pending == 0 and not p.untestable:
+        console.print(f"sweep {p.name}: nothing to do, its {len(p.jobs)} jobs have finished (done "
+                      f"or diverged); report: {p.sweep_dir / 'report.md'}", soft_wrap=True, markup=False)
+        return
     n = f"{len(p.jobs)} jobs" if p.jobs else "jobs chosen by the sweeper"
+    if pending is not None:
+        n = f"{pending} of {len(p.jobs)} jobs to run"
     stopped = None
     with sw.opened(p):  # the folder (created now, if new) is this process's until the report is written
         console.print(f"sweep {p.name}: {n} -> {p.sweep_dir}")

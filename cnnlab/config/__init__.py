@@ -10,7 +10,8 @@ migrate (renamed keys still read for one release, also from earlier runs' config
 from cnnlab.config.checks import first_line, validate  # noqa: F401
 from cnnlab.config.migration import load_config, migrate  # noqa: F401
 from cnnlab.config.compose import (  # noqa: F401
-    check_group_overrides, compose, expand_aug_lists, explain_compose_error, valid_keys_hint)
+    check_group_overrides, compose, compose_with_hydra, expand_aug_lists, explain_compose_error,
+    sweep_hint, to_yaml, valid_keys_hint)
 from cnnlab.config.schema import (  # noqa: F401
     GROUPS, RENAMED, AugConfig, Config, DataConfig, EvalConfig, ModelConfig, OptimConfig, PrecisionConfig,
     SchedConfig, TrainerConfig, TransferConfig, conf_dir, group_choices, register_schemas)

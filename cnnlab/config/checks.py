@@ -106,6 +106,8 @@ _RULES = [
     ("trainer.compile_mode", lambda v: v in ("default", "reduce-overhead", "max-autotune"),
      "default, reduce-overhead or max-autotune"),
     ("trainer.progress", lambda v: v in ("auto", "rich", "plain", "none"), "auto, rich, plain or none"),
+    ("trainer.logger", lambda v: v in ("auto", "tensorboard", "csv", "none"),
+     "auto, tensorboard, csv or none"),
     ("trainer.on_nan", lambda v: v in ("stop", "skip", "rollback"), "stop, skip or rollback"),
     ("trainer.max_rollbacks", lambda v: v >= 0, "0 or more"),
     ("trainer.train_eval_size",
@@ -168,6 +170,15 @@ _CHOICES = [
 ]
 
 
+def check_logger(cfg: Any) -> None:
+    """trainer.logger=tensorboard asked in so many words needs its package (auto falls back)."""
+    import importlib.util
+
+    if cfg.trainer.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise UsageError("trainer.logger=tensorboard needs the tensorboard package: pip install "
+                         "tensorboard (or trainer.logger=csv: metrics.csv alone)")
+
+
 def validate(cfg: Any) -> None:
     """Every check of a composed config (see the module docstring); raise a one-line UsageError
     naming the key and what it must be. Renamed keys are moved to their new names first."""
@@ -192,6 +203,7 @@ def validate(cfg: Any) -> None:
             raise UsageError(f"unknown {key} '{value}'; choose from: {', '.join(choices)}")
     if cfg.data.train_per_class is not None and cfg.data.train_fraction is not None:
         raise UsageError("set data.train_per_class or data.train_fraction, not both")
+    check_logger(cfg)
     check_precision(cfg.precision)
     check_sched(cfg)
     devices = cfg.trainer.devices

@@ -3,6 +3,7 @@ run every check of cnnlab.config.checks: a config that composes is one a run can
 
 from __future__ import annotations
 
+import copy
 import difflib
 from typing import Any
 
@@ -14,12 +15,26 @@ from cnnlab.errors import UsageError
 
 def compose(overrides: list[str] | None = None) -> Any:
     """Compose conf/config.yaml with Hydra overrides; errors become one-line UsageErrors."""
+    return _compose(overrides, with_hydra=False)[0]
+
+
+def compose_with_hydra(overrides: list[str] | None = None) -> tuple[Any, Any]:
+    """compose()'s config with its interpolations as written (checked as compose checks it), and
+    the `hydra` node Hydra composed beside it: what `cnnlab train --cfg all` prints."""
+    return _compose(overrides, with_hydra=True)
+
+
+def _compose(overrides: list[str] | None, with_hydra: bool) -> tuple[Any, Any]:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     from hydra.core.global_hydra import GlobalHydra
 
-    overrides = expand_aug_lists(list(overrides or []))
+    given_overrides = list(overrides or [])
+    swept = [ov.input_line for ov in parse_overrides(given_overrides) if ov.is_sweep_override()]
+    if swept:
+        raise UsageError(f"'{swept[0]}': {sweep_hint(given_overrides)}")
+    overrides = expand_aug_lists(given_overrides)
     check_group_overrides(overrides)
     given = {o.partition("=")[0].strip().lstrip("+~") for o in overrides}
     for old, new in RENAMED.items():
@@ -32,21 +47,70 @@ def compose(overrides: list[str] | None = None) -> Any:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="cnnlab"):
-            cfg = hydra_compose(config_name="config", overrides=overrides)
+            cfg = hydra_compose(config_name="config", overrides=overrides,
+                                return_hydra_config=with_hydra)
     except Exception as exc:  # Hydra and OmegaConf raise many types; all mean bad input here
         raise UsageError(explain_compose_error(exc)) from exc
     finally:
         if outer is not None:
             GlobalHydra.instance().clear()
             GlobalHydra.instance().initialize(outer)
+    hydra_node = None
+    if with_hydra:
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            hydra_node = cfg.pop("hydra")
     migrate(cfg, keep=given)  # an old key from a preset yields to its new name on the command line
-    validate(cfg)
+    as_written = copy.deepcopy(cfg) if with_hydra else None
+    validate(cfg)  # resolves the config in place
     if cfg.transfer.source == "pretrain":  # the pretraining run's config must compose too
         try:
             compose(list(cfg.transfer.pretrain))
         except UsageError as exc:
             raise UsageError(f"transfer.pretrain: {exc}") from exc
-    return cfg
+    return (as_written if with_hydra else cfg), hydra_node
+
+
+def sweep_hint(overrides: list[str]) -> str:
+    """What a list of values on a one-run command says: it is a sweep, and the command to run it."""
+    return (f"a list of values is a sweep: run `cnnlab sweep {' '.join(overrides)} ...` "
+            f"(or `cnnlab train -m ...`)")
+
+
+def to_yaml(node: Any, resolve: bool = False) -> str:
+    """A config as YAML; with `resolve`, every interpolation that can be resolved here is (one
+    that only a running job knows, such as ${hydra.job.num}, stays as written)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.create(_resolved(node) if resolve else node))
+
+
+def _resolved(node: Any) -> Any:
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    keys = list(node.keys()) if isinstance(node, DictConfig) else range(len(node))
+    out: Any = {} if isinstance(node, DictConfig) else []
+    for k in keys:
+        child = node._get_node(k)
+        if OmegaConf.is_missing(node, k):
+            value: Any = "???"
+        elif OmegaConf.is_interpolation(node, k):
+            try:
+                value = node[k]
+                if isinstance(value, (DictConfig, ListConfig)):
+                    value = OmegaConf.to_container(value, resolve=True)
+            except Exception:  # not resolvable outside a job: keep the interpolation
+                value = child._value()
+        elif isinstance(child, (DictConfig, ListConfig)):
+            value = None if child._is_none() else _resolved(child)
+        else:
+            value = child._value()
+        if isinstance(out, dict):
+            out[k] = value
+        else:
+            out.append(value)
+    return out
 
 
 def expand_aug_lists(overrides: list[str]) -> list[str]:

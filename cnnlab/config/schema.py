@@ -149,6 +149,10 @@ class TrainerConfig:
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune (torch.compile's)
     compile_backend: str = "inductor"  # torch.compile's backend (aot_eager: no code generation)
     progress: str = "auto"  # auto | rich | plain | none
+    # what a run logs beside metrics.csv (always written): tensorboard (event files in <run>/tb/:
+    # scalars per epoch, the config, the test scores and confusion matrix) | csv (metrics.csv
+    # alone) | none (the same: no tracker) | auto: tensorboard when its package is importable
+    logger: str = "auto"
     checkpoints: bool = True
     # a non-finite loss: stop (status diverged) | skip the step | rollback to the last good
     # epoch with the lr halved, at most max_rollbacks times, then stop

@@ -34,11 +34,12 @@ class LoadedRun(NamedTuple):
     bundle: Any
 
 
-def load_run(run_dir: str | Path, device: Any = "cpu") -> LoadedRun:
+def load_run(run_dir: str | Path, device: Any = "cpu", weights: Optional[Path] = None) -> LoadedRun:
     """(config, model with the run's weights in eval mode on `device`, data bundle) of a finished
-    run folder. A folder that is not a cnnlab run is a one-line CnnlabError, never a traceback."""
+    run folder; `weights`: a checkpoint to load instead of weights_file's choice. A folder that
+    is not a cnnlab run is a one-line CnnlabError, never a traceback."""
     run_dir = Path(run_dir)
-    weights = weights_file(run_dir)
+    weights = Path(weights) if weights is not None else weights_file(run_dir)
     try:
         cfg, model, bundle = _rebuild(run_dir, weights)
     except CnnlabError:
@@ -87,6 +88,19 @@ def _rebuild(run_dir: Path, weights: Path):
     # a file without weights, or weights of another model: one line naming the file and keys
     checkpoint.fit_weights(model, checkpoint.load(weights)["model"], weights, cfg.model.name)
     return cfg, model, bundle
+
+
+def model_for_export(run_dir: Path, weights: Path) -> dict[str, Any]:
+    """What cnnlab.export needs to trace a run's network: the model with `weights` in eval mode
+    on the CPU, its input shape (channels, height, width) and the class names and normalisation
+    a user of the exported file needs."""
+    from cnnlab.data import augment
+
+    run = load_run(run_dir, "cpu", weights)
+    h, w = augment.input_size(run.cfg.aug, run.bundle.image_size)
+    return {"model": run.model, "input_shape": (run.bundle.in_chans, h, w),
+            "class_names": list(run.bundle.class_names), "mean": list(run.bundle.mean),
+            "std": list(run.bundle.std), "arch": run.cfg.model.name}
 
 
 def trained_side(run: LoadedRun) -> int:
@@ -176,8 +190,9 @@ def check_eval(ecfg) -> Any:
 
 @dataclass
 class RunEval:
-    """What `cnnlab eval` did: the scores per mode (score_views'), where it wrote their rows, and
-    a note on views that coincide."""
+    """What `cnnlab eval` did: the scores per mode (score_views'), where it wrote their rows, a
+    note on views that coincide, and a warning when mirrored views test a run that never trained
+    on mirrored images (views.mirror_warning)."""
 
     run_id: str
     model: str
@@ -189,6 +204,7 @@ class RunEval:
     rows: list = field(default_factory=list)
     table: Optional[Path] = None
     note: Optional[str] = None
+    warning: Optional[str] = None
 
 
 def evaluate_run(run_dir: str | Path, ecfg, *, device: Optional[str] = None,
@@ -201,6 +217,7 @@ def evaluate_run(run_dir: str | Path, ecfg, *, device: Optional[str] = None,
     trainer.accelerator), turned into a torch.device by `resolve_device` (the caller's; None:
     torch.device)."""
     from cnnlab import results
+    from cnnlab.evaluation import views as vw
     from cnnlab.run import outputs_dir
 
     ecfg = check_eval(ecfg)
@@ -208,12 +225,15 @@ def evaluate_run(run_dir: str | Path, ecfg, *, device: Optional[str] = None,
     run, side, _, note = _prepare(Path(run_dir), ecfg, device, resolve_device)
     scores = score_views(run, list(ecfg.views), split=ecfg.split, crop=side, average=ecfg.average,
                          chunk=ecfg.chunk)
-    rows = result_rows(Path(run_dir).name, run.cfg, ecfg, scores)
+    # the run's own id in the table (a sweep job's <sweep>/<job>), so eval rows join its row
+    run_id = results.run_identity(folder, run_dir, Path(run_dir).name)["run_id"]
+    rows = result_rows(run_id, run.cfg, ecfg, scores)
     for row in rows:
         results.append_row(folder, row)
-    return RunEval(run_id=Path(run_dir).name, model=run.cfg.model.name, data=run.bundle.name,
+    return RunEval(run_id=run_id, model=run.cfg.model.name, data=run.bundle.name,
                    split=ecfg.split, crop=side, average=ecfg.average, scores=scores, rows=rows,
-                   table=results.table_path(folder), note=note)
+                   table=results.table_path(folder), note=note,
+                   warning=vw.mirror_warning(run.cfg.aug, list(ecfg.views)))
 
 
 def bench_run(run_dir: str | Path, ecfg, *, device: Optional[str] = None,
@@ -235,6 +255,8 @@ def _prepare(run_dir: Path, ecfg, device, resolve_device):
     config (or `device`) names, its crop checked against the model."""
     import torch
 
+    from cnnlab.evaluation import views as vw
+
     run = load_run(run_dir, "cpu")  # the device comes from the stored config: load first
     dev = (resolve_device or torch.device)(device or run.cfg.trainer.accelerator)
     run = run._replace(model=run.model.to(dev))
@@ -246,8 +268,10 @@ def _prepare(run_dir: Path, ecfg, device, resolve_device):
                          f"{trained}x{trained}); choose another --crop")
     note = None
     if any(m != "center" for m in ecfg.views) and resize is None and side == min(run.bundle.image_size):
-        note = (f"the crop is the whole {side}x{side} image, so the ten crops are the image and its "
-                f"mirror; train with aug.crop_size (e.g. {side - 4}) or pass --crop for distinct crops")
+        what = ("the ten crops are the image and its mirror" if vw.mirroring(ecfg.views)
+                else "the five crops are the image itself")
+        note = (f"the crop is the whole {side}x{side} image, so {what}; train with aug.crop_size "
+                f"(e.g. {side - 4}) or pass --crop for distinct crops")
     return run, side, resize, note
 
 

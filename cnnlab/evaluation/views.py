@@ -3,6 +3,9 @@
 Modes
 - `center`: one view, the centre `crop` x `crop` square (the whole image when crop equals its
   size, so an image of the crop size is returned unchanged).
+- `fivecrop`: the four corner crops and the centre crop, in torchvision.transforms.v2.FiveCrop's
+  order and with its boxes: ten-crop without the mirror, for a model that never trained on
+  mirrored images (no flip in its aug preset), which mirrored views may cost accuracy.
 - `tencrop`: the four corner crops and the centre crop, then the same five boxes on the
   horizontally mirrored image, in torchvision.transforms.v2.TenCrop's order and with its exact
   boxes (the centre box's offset is `int(round((H - crop) / 2))`, Python's rounding included).
@@ -38,7 +41,9 @@ import torch.nn.functional as F
 
 from cnnlab.errors import UsageError
 
-MODES = ("center", "tencrop", "multiscale")
+MODES = ("center", "fivecrop", "tencrop", "multiscale")
+MIRRORING = ("tencrop", "multiscale")  # the modes with mirrored views
+VIEW_COUNTS = {"center": 1, "fivecrop": 5, "tencrop": 10}  # multiscale: 10 per scale
 SMALL_MAX = 64  # images up to this side are "small": crop from the stored image
 CROP_FRACTION = 0.875  # large images: shorter side to crop / 0.875 (224 of 256)
 
@@ -89,6 +94,12 @@ def center(x: torch.Tensor, crop: int) -> torch.Tensor:
     return x[..., t:t + crop, l:l + crop].unsqueeze(1)
 
 
+def fivecrop(x: torch.Tensor, crop: int) -> torch.Tensor:
+    """(N, 5, C, crop, crop): torchvision FiveCrop's views (tl, tr, bl, br, centre), unmirrored."""
+    boxes = five_boxes(x.shape[-2], x.shape[-1], crop)
+    return torch.stack([x[..., t:t + crop, l:l + crop] for t, l in boxes], dim=1)
+
+
 def tencrop(x: torch.Tensor, crop: int) -> torch.Tensor:
     """(N, 10, C, crop, crop): torchvision TenCrop's views, in its order."""
     boxes = five_boxes(x.shape[-2], x.shape[-1], crop)
@@ -106,7 +117,7 @@ def multiscale(x: torch.Tensor, crop: int, scales: Sequence[int]) -> torch.Tenso
 
 def num_views(mode: str, scales: Sequence[int] = ()) -> int:
     check_mode(mode)
-    return {"center": 1, "tencrop": 10, "multiscale": 10 * len(scales)}[mode]
+    return 10 * len(scales) if mode == "multiscale" else VIEW_COUNTS[mode]
 
 
 def check_mode(mode: str) -> None:
@@ -123,7 +134,7 @@ def make_views(x: torch.Tensor, mode: str, crop: int, scales: Sequence[int] = ()
         return multiscale(x, crop, scales)
     if resize is not None:
         x = resize_shorter(x, resize)
-    return center(x, crop) if mode == "center" else tencrop(x, crop)
+    return {"center": center, "fivecrop": fivecrop, "tencrop": tencrop}[mode](x, crop)
 
 
 def iter_view_chunks(x: torch.Tensor, mode: str, crop: int, scales: Sequence[int] = (),
@@ -140,7 +151,7 @@ def iter_view_chunks(x: torch.Tensor, mode: str, crop: int, scales: Sequence[int
 
 
 def parse_views(views: Any) -> list[str]:
-    """eval.views as a list of modes: 'center', 'tencrop' or 'multiscale:S1,S2,...' (each once,
+    """eval.views as a list of modes: 'center', 'fivecrop', 'tencrop' or 'multiscale:S1,S2,...' (each once,
     in order). Takes one mode or a list of them; in a list, sizes Hydra split off a multiscale
     mode join it again: [center, 'multiscale:28', 32, 36] -> ['center', 'multiscale:28,32,36'],
     so `eval.views=[center,multiscale:28,32,36]` needs no quotes."""
@@ -170,7 +181,7 @@ def _canonical(mode: str) -> str:
             raise UsageError("multiscale needs its scales, e.g. multiscale:28,32,40")
         return f"multiscale:{','.join(map(str, parse_scales(scale_text)))}"
     if name not in MODES or colon:
-        raise UsageError(f"unknown view mode '{mode}'; choose from: center, tencrop, "
+        raise UsageError(f"unknown view mode '{mode}'; choose from: center, fivecrop, tencrop, "
                          "multiscale:S1,S2,...")
     return name
 
@@ -192,3 +203,23 @@ def parse_scales(text: Optional[str]) -> list[int]:
     if not scales or min(scales) < 1:
         raise UsageError(f"--multiscale takes positive sizes like 28,32,40, not '{text}'")
     return scales
+
+
+def mirroring(modes: Sequence[str]) -> list[str]:
+    """The modes among `modes` (whole modes, as parse_views gives) that include mirrored views."""
+    return [m for m in modes if split_mode(m)[0] in MIRRORING]
+
+
+def trains_mirrored(aug: Any) -> bool:
+    """Whether an aug config (a run's `aug` group: ops and flip_p) mirrors training images: a
+    `flip` op with a probability above 0. flip_p alone is not a flip (every preset carries it)."""
+    ops = [str(op) for op in (aug.get("ops") or [])]
+    return "flip" in ops and float(aug.get("flip_p", 0.5)) > 0
+
+
+def mirror_warning(aug: Any, modes: Sequence[str]) -> Optional[str]:
+    """One line when a mirroring mode will test a run whose aug never mirrored (None otherwise)."""
+    if not mirroring(modes) or trains_mirrored(aug):
+        return None
+    return (f"this run never saw mirrored images (aug {aug.get('name', '?')} has no flip): "
+            "ten-crop's mirrored views may cost accuracy; --fivecrop keeps the five unmirrored crops")

@@ -510,7 +510,7 @@ def _check_view_mode(mode: str, where: str) -> None:
 
     name, _, scales = str(mode).partition(":")
     if name not in MODES:
-        raise UsageError(f"{where}: view mode '{mode}' is not one of: center, tencrop, multiscale:S1,S2,...")
+        raise UsageError(f"{where}: view mode '{mode}' is not one of: center, fivecrop, tencrop, multiscale:S1,S2,...")
     if name == "multiscale" and not parse_scales(scales):
         raise UsageError(f"{where}: view mode '{mode}' needs scales, e.g. multiscale:28,32,36")
     if name != "multiscale" and scales:

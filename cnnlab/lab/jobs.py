@@ -87,7 +87,8 @@ def sweep_job(cfg) -> float:
     job_dir = Path(hc.runtime.output_dir)
     sweep_dir = job_dir.parent.parent  # hydra.sweep.dir is <sweep>/jobs
     overrides = list(hc.overrides.task)
-    metric = hc.job.env_set.get("CNNLAB_METRIC", None) or "test_acc"
+    # what the sweeper optimises (cnnlab sweep --metric): best_val_acc unless the user chose
+    metric = hc.job.env_set.get("CNNLAB_METRIC", None) or "best_val_acc"
     label = " ".join(o for o in overrides if not o.startswith("trainer.progress"))
     before = read_status(job_dir)
     if before in FINISHED:
@@ -119,9 +120,9 @@ def _run_job(cfg, job_dir: Path, before: str, label: str, metric: str, started: 
 
         validate(cfg)
         summary = _train(cfg, job_dir, before, started)
-        if metric not in summary:  # a derived column (gap, epochs_to_target) comes later
-            metric = "test_acc"
-        value = float(summary.get(metric, math.nan))
+        # never another score in its place (the test split must not choose unasked): a run
+        # without the metric returns nan, which a sweeper such as Optuna counts as a failed trial
+        value = float(summary.get(metric) if summary.get(metric) is not None else math.nan)
         write_job(job_dir, status=summary["status"], ended=time.time(), metric=value,
                   overhead_seconds=summary.get("overhead_seconds"))
         print(f"[{summary['status']}] {label}: {metric} {value:.4f} "

@@ -265,6 +265,23 @@ def view_costs(jobs):
     return costs.reset_index()
 
 
+def axis_text(v: Any) -> str:
+    """An axis value as a reader wants it: 10 for 10 or 10.0 (a CSV read-back of a column with a
+    gap turns ints into floats), none for nan / null / None (a key left unset), true / false."""
+    import re
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "none"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    text = str(v)
+    if text in ("nan", "NaN", "null", "None", "<NA>"):
+        return "none"
+    return re.sub(r"^(-?\d+)\.0$", r"\1", text)
+
+
 def _json(v):
     return None if isinstance(v, float) and math.isnan(v) else str(v)
 
@@ -508,7 +525,8 @@ def _plot_axis(out: Path, summary, groups: list[str], axis: str, metric: str, sp
     fig, ax = plt.subplots(figsize=(9 if many else 6, 4))
     for key, sub in series:
         key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{o}={k}" for o, k in zip(others, key) if summary[o].nunique() > 1) or metric
+        label = ", ".join(f"{o}={axis_text(k)}" for o, k in zip(others, key)
+                          if summary[o].nunique() > 1) or metric
         _errorbar(ax, sub, axis, cats if not numeric else None, label)
     _x_axis(ax, summary[axis], cats if not numeric else None)
     ax.set_xlabel(axis)
@@ -560,21 +578,50 @@ def _x_axis(ax, values, cats: Optional[list]) -> None:
         ax.set_xscale("log")
 
 
-def _plot_curves(out: Path, curves: dict) -> str:
-    """Validation accuracy per epoch, one line per cell (mean over seeds)."""
+LEGEND_INSIDE = 8  # more series than this: the legend goes beside the axes, not over the lines
+
+
+def _plot_curves(out: Path, curves: dict, name: str = "learning_curves.png") -> str:
+    """Validation accuracy per epoch, one line per cell (mean over seeds); with many cells the
+    legend sits right of the axes and line styles repeat less often than the 10 colours."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, c in curves.items():
-        ax.plot(c.index, c.values, label=label)
+    many = len(curves) > LEGEND_INSIDE
+    # bbox_inches="tight" below widens the saved figure to hold a legend beside the axes
+    fig, ax = plt.subplots(figsize=(6, max(4.0, 0.2 * len(curves)) if many else 4))
+    for i, (label, c) in enumerate(curves.items()):
+        ax.plot(c.index, c.values, label=label, linestyle=("-", "--", ":", "-.")[(i // 10) % 4])
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (mean over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    else:
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=110)
+    fig.savefig(out / name, dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return "learning_curves.png"
+    return name
+
+
+def redraw_curves(sweep_dir: Path, spec: Optional[ExperimentSpec], out_file: Path) -> bool:
+    """The sweep's learning curves drawn again into `out_file` (the claims report's copy) from
+    its results.csv and job folders, the sweep folder untouched; False when there is nothing to
+    draw (no results.csv, no finished job with a metrics.csv)."""
+    import pandas as pd
+
+    path = Path(sweep_dir) / "results.csv"
+    if not path.is_file() or path.stat().st_size <= 1:
+        return False
+    jobs = tuning.selected(pd.read_csv(path))
+    if jobs.empty or "job" not in jobs.columns or "status" not in jobs.columns:
+        return False
+    groups = [a for a in swept_axes(jobs, spec) if a != "seed"]
+    curves = _curves(Path(sweep_dir), jobs, groups)
+    if curves is None:
+        return False
+    _plot_curves(out_file.parent, curves, out_file.name)
+    return True
 
 
 def _curves(sweep_dir: Path, jobs, groups):
@@ -587,7 +634,7 @@ def _curves(sweep_dir: Path, jobs, groups):
         path = sweep_dir / "jobs" / row["job"] / "run" / "metrics.csv"
         if path.exists():
             m = pd.read_csv(path)[["epoch", "val_acc"]]
-            m["cell"] = ", ".join(f"{g}={row[g]}" for g in groups) or "all"
+            m["cell"] = ", ".join(f"{g}={axis_text(row[g])}" for g in groups) or "all"
             frames.append(m)
     if not frames:
         return None

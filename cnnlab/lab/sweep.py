@@ -49,7 +49,9 @@ class SweepPlan:
     hydra_overrides: list[str]
     experiment: Optional[str] = None  # path of the experiment file
     scale: str = "quick"
-    metric: str = "test_acc"
+    metric: str = "test_acc"  # what the tables and the verdict show
+    objective: str = "best_val_acc"  # what each job returns to the sweeper (Optuna) to optimise
+    direction: str = "max"  # whether the sweeper maximises or minimises `objective`
     jobs: list = field(default_factory=list)  # expanded grid, when the sweeper is the basic one
     measure: Optional[str] = None  # a measurement experiment (cnnlab.lab.measures) instead of training
     measure_args: dict = field(default_factory=dict)
@@ -57,6 +59,80 @@ class SweepPlan:
     tuning: str = ""  # how per-arm tuning (experiment `tune:`) multiplies the jobs, printed at launch
     new: bool = False  # sweep_dir is still to be created (`opened` creates it)
     lock: Any = None  # the folder's cnnlab.locks.FolderLock while `opened` holds it
+
+
+# summary.json numbers a sweep may optimise (--metric); the validation ones are the default
+OBJECTIVES = ("best_val_acc", "val_acc", "train_acc", "train_loss", "running_acc", "running_loss",
+              "test_acc", "test_top5", "test_loss", "train_seconds", "wall_seconds",
+              "images_per_sec", "test_ms_per_image", "peak_mem_mb", "params", "epochs_run",
+              "best_epoch")
+DEFAULT_OBJECTIVE = "best_val_acc"
+OPTUNA_DIRECTION = {"max": "maximize", "min": "minimize"}
+
+
+def default_direction(metric: str) -> str:
+    """max for accuracies and speeds, min for losses, times, memory and sizes."""
+    lower = ("loss", "seconds", "_ms_", "mem", "params", "epoch")
+    return "min" if any(k in f"_{metric}_" for k in lower) else "max"
+
+
+def set_objective(p: "SweepPlan", metric: Optional[str], direction: Optional[str],
+                  saved: Optional[dict] = None) -> None:
+    """The plan's objective and direction: --metric / --direction, else what a resumed sweep
+    saved, else best_val_acc (the validation split) and its natural direction; a
+    hydra.sweeper.direction override must agree with --direction. An explicit --metric on an
+    ad-hoc sweep is also what its tables show."""
+    saved = saved or {}
+    if metric is not None and metric not in OBJECTIVES:
+        raise UsageError(f"unknown --metric '{metric}'; choose from: {', '.join(OBJECTIVES)}")
+    if direction is not None and direction not in OPTUNA_DIRECTION:
+        raise UsageError(f"--direction takes max or min, not '{direction}'")
+    p.objective = metric or saved.get("objective") or DEFAULT_OBJECTIVE
+    p.direction = _pick_direction(p, direction, None if metric else saved.get("direction"))
+    if metric is not None and not p.experiment:
+        p.metric = metric
+
+
+def _pick_direction(p: "SweepPlan", direction: Optional[str], saved: Optional[str]) -> str:
+    """--direction, else a hydra.sweeper.direction override, else the saved one, else the
+    objective's natural one; --direction and the override must agree."""
+    given = _hydra_direction(p.hydra_overrides)
+    if direction is not None and given is not None and given != direction:
+        raise UsageError(f"--direction {direction} and hydra.sweeper.direction="
+                         f"{OPTUNA_DIRECTION[given]} disagree; give one of them")
+    return direction or given or saved or default_direction(p.objective)
+
+
+def _hydra_direction(hydra_overrides: list[str]) -> Optional[str]:
+    """max/min from a hydra.sweeper.direction override (None: there is none)."""
+    for o in hydra_overrides:
+        key, _, value = o.lstrip("+").partition("=")
+        if key == "hydra.sweeper.direction":
+            value = value.strip().strip("'\"").lower()
+            for short, long in OPTUNA_DIRECTION.items():
+                if value in (short, long, f"studydirection.{long}"):
+                    return short
+            raise UsageError(f"hydra.sweeper.direction={value}: use maximize or minimize")
+    return None
+
+
+def objective_warning(p: "SweepPlan") -> str:
+    """One line when the test split chooses (the objective is a test_ score); else ''."""
+    if p.objective.startswith("test_") and not p.measure:
+        return (f"warning: --metric {p.objective}: the test split now chooses the settings, so "
+                f"the test scores of the chosen ones are no longer unbiased estimates")
+    return ""
+
+
+def pending_jobs(p: "SweepPlan") -> Optional[int]:
+    """How many of a resumed grid's jobs are not finished (done or diverged); None when the
+    sweeper chooses the jobs (Optuna) and the count is not known in advance."""
+    if not p.jobs:
+        return None
+    folders = [j for j in (p.sweep_dir / "jobs").glob("*") if (j / "job.json").is_file()] \
+        if (p.sweep_dir / "jobs").is_dir() else []
+    finished = sum(read_status(j) in FINISHED for j in folders)
+    return max(len(p.jobs) - finished, 0)
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
@@ -135,13 +211,17 @@ def latest_sweep(outputs: str | Path, name: str) -> Optional[Path]:
 
 
 def plan(overrides: list[str], outputs: str | Path, experiment=None, scale: str = "quick",
-         resume: bool = False, resume_dir: Optional[Path] = None) -> SweepPlan:
-    """Work out what to run; every error surfaces here, before any job starts."""
+         resume: bool = False, resume_dir: Optional[Path] = None, metric: Optional[str] = None,
+         direction: Optional[str] = None) -> SweepPlan:
+    """Work out what to run; every error surfaces here, before any job starts. metric,
+    direction: what the sweeper optimises (--metric, --direction; default best_val_acc, max)."""
     task, hydra = split_overrides(overrides)
     if resume:
         p = _resumed_plan(task, hydra, outputs, experiment, resume_dir)
+        set_objective(p, metric, direction, _saved(p.sweep_dir))
     else:
         p = _new_plan(task, hydra, outputs, experiment, scale)
+        set_objective(p, metric, direction)
     if experiment is not None:  # its `requires:` unmet here: the verdict is "not testable here"
         from cnnlab.lab.experiment import unmet_requirement
 
@@ -183,6 +263,12 @@ def _resumed_plan(task: list[str], hydra: list[str], outputs: str | Path, experi
                      experiment=saved.get("experiment"), scale=saved.get("scale", "quick"),
                      metric=saved.get("metric", "test_acc"), measure=saved.get("measure"),
                      measure_args=dict(saved.get("measure_args") or {}))
+
+
+def _saved(sweep_dir: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    return dict(OmegaConf.to_container(OmegaConf.load(Path(sweep_dir) / "sweep.yaml")))
 
 
 def _check_saved(path: Path, task: list[str], hydra: list[str]) -> None:
@@ -255,14 +341,29 @@ def opened(p: SweepPlan):
     if p.lock is not None and p.lock.held:
         yield p.sweep_dir
         return
+    created = p.new
     if p.new:
         p.sweep_dir, p.new = _create_sweep_dir(p.sweep_dir), False
     p.lock = FolderLock(p.sweep_dir, "sweep folder").acquire()
     try:
         yield p.sweep_dir
+    except Exception:
+        if created and not _any_job_started(p.sweep_dir):  # a failed launch leaves no empty folder
+            import shutil
+
+            p.lock.release()
+            shutil.rmtree(p.sweep_dir, ignore_errors=True)
+        raise
     finally:
-        p.lock.release()
+        if p.lock is not None:
+            p.lock.release()
         p.lock = None
+
+
+def _any_job_started(sweep_dir: Path) -> bool:
+    """Whether any job of the sweep wrote its job.json (a job folder with something to keep)."""
+    jobs = Path(sweep_dir) / "jobs"
+    return jobs.is_dir() and any((j / "job.json").exists() for j in jobs.iterdir())
 
 
 def resume_command(p: SweepPlan) -> str:
@@ -273,7 +374,8 @@ def resume_command(p: SweepPlan) -> str:
 
 
 def plan_targets(targets: list[str], outputs: str | Path, scale: str = "quick",
-                 resume: bool = False) -> tuple[SweepPlan, Any]:
+                 resume: bool = False, metric: Optional[str] = None,
+                 direction: Optional[str] = None) -> tuple[SweepPlan, Any]:
     """`cnnlab sweep`'s arguments -> (plan, experiment spec or None). The first target, unless it
     is an override, is an experiment file or name (with `resume`, also a sweep folder); an
     `outputs=` override moves the sweeps folder."""
@@ -292,7 +394,8 @@ def plan_targets(targets: list[str], outputs: str | Path, scale: str = "quick",
     for o in targets:
         if o.startswith("outputs="):
             outputs = Path(o.split("=", 1)[1])
-    p = plan(targets, outputs, experiment=spec, scale=scale, resume=resume, resume_dir=resume_dir)
+    p = plan(targets, outputs, experiment=spec, scale=scale, resume=resume, resume_dir=resume_dir,
+             metric=metric, direction=direction)
     if spec is None and p.experiment and Path(p.experiment).suffix == ".yaml":
         spec = exp.load(p.experiment)  # a resumed experiment sweep: its rules make the verdict
     return p, spec
@@ -306,6 +409,7 @@ def save_plan(p: SweepPlan) -> None:
     from cnnlab.run import write_text_atomic
 
     data = {"name": p.name, "experiment": p.experiment, "scale": p.scale, "metric": p.metric,
+            "objective": p.objective, "direction": p.direction,
             "task_overrides": p.task_overrides, "hydra_overrides": p.hydra_overrides,
             **({"measure": p.measure, "measure_args": p.measure_args} if p.measure else {}),
             **({"untestable": p.untestable} if p.untestable else {}),
@@ -369,9 +473,19 @@ def _run_jobs(p: SweepPlan) -> None:
         "hydra.sweep.subdir='${cnnlab_job_id:${hydra.job.override_dirname}}'",
         "hydra.job.chdir=false",
         "hydra/job_logging=none",
-        f"+hydra.job.env_set.CNNLAB_METRIC={p.metric}",
+        f"+hydra.job.env_set.CNNLAB_METRIC={p.objective}",
         *p.hydra_overrides,
+        *_direction_override(p),
     ])
+
+
+def _direction_override(p: SweepPlan) -> list[str]:
+    """hydra.sweeper.direction for a sweeper that optimises (Optuna), unless given already."""
+    sweeper = next((o.lstrip("+").partition("=")[2] for o in p.hydra_overrides
+                    if o.lstrip("+").startswith("hydra/sweeper=")), "basic")
+    if sweeper == "basic" or _hydra_direction(p.hydra_overrides) is not None:
+        return []
+    return [f"hydra.sweeper.direction={OPTUNA_DIRECTION[p.direction]}"]
 
 
 def _hydra_multirun(overrides: list[str]) -> None:

@@ -134,6 +134,7 @@ class _Loop:
     max_rollbacks: int
     check_each_step: bool
     state: resume.LoopState  # what last.pt and a rollback point hold
+    logger: Any = None  # cnnlab.training.loggers.RunLogger: each epoch's row goes to it too
 
     @property
     def mode(self) -> str:
@@ -142,20 +143,22 @@ class _Loop:
 
 def fit(model, train_loader, val_loader, optimizer, scheduler, sched_when: str, cfg: Any,
         precision, progress, run=None, criterion=None, eval_crop=None, ctx=None,
-        state: Optional[dict] = None, train_eval_loader=None) -> FitResult:
+        state: Optional[dict] = None, train_eval_loader=None, logger=None) -> FitResult:
     """Train `model` for cfg.epochs (a TrainerConfig); returns the history and the best weights.
 
     eval_crop: validate on centre crops of this side (training on aug.crop_size crops).
     ctx: a cnnlab.training.distributed.Context when `model` is its DistributedDataParallel wrapper.
     state: a last.pt checkpoint to continue from (cnnlab.training.resume).
     train_eval_loader: the fixed training subset train_loss/train_acc are measured on after each
-    epoch (recipe.train_eval_subset); None: they are the epoch's running averages."""
+    epoch (recipe.train_eval_subset); None: they are the epoch's running averages.
+    logger: a cnnlab.training.loggers.RunLogger each epoch's metrics row is written to (TensorBoard)."""
     stopper = Stopper() if ctx is None else None  # see the module docstring
     try:
         if stopper is not None:
             stopper.__enter__()
         loop = _loop(model, train_loader, val_loader, optimizer, scheduler, sched_when, cfg,
                      precision, progress, run, criterion, eval_crop, ctx, stopper, train_eval_loader)
+        loop.logger = logger
         return _epochs(loop, state)
     except MemoryError as exc:
         raise resume.out_of_memory(cfg, exc) from exc
@@ -237,7 +240,7 @@ def _start_epoch(loop: _Loop, epoch: int, partial: Optional[dict]) -> tuple[Epoc
     loop.model.train()
     start_batch = partial["batch"] if partial else 0
     loop.train_loader.set_epoch(epoch, start_batch, partial["aug"] if partial else None)
-    loop.progress.start_epoch(epoch, len(loop.train_loader))
+    loop.progress.start_epoch(epoch, len(loop.train_loader), start_batch)
     return EpochStats.begin(loop.train_loader.path.device, partial, loop.optimizer), start_batch
 
 
@@ -406,6 +409,8 @@ def _record(loop: _Loop, result: FitResult, row: dict) -> None:
     result.history.append(row)
     if loop.run is not None:
         loop.run.log_metrics(row)
+    if loop.logger is not None:
+        loop.logger.epoch(row)
 
 
 def _improved(value: float, best: float, mode: str) -> bool:

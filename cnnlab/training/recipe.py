@@ -248,8 +248,17 @@ def _train_in(cfg, console, run, parts, opt, trained, resumed, ctx, clocks) -> d
         _log_start(run, cfg, parts, ctx, world, opt.lr)
     summary = _running_summary(run, ctx)
     progress = make_progress(cfg.trainer.progress if main else "none", cfg.trainer.epochs, console)
-    fit, model = _fit(cfg, parts, trained, opt, progress, run, ctx, resumed, summary)
-    test = _test(cfg, parts, model, fit, ctx)
+    if run is not None:
+        line = start_line(run, cfg, parts, world)
+        run.log(line)
+        progress.begin(line)
+    logger = _open_logger(cfg, run, resumed)
+    try:
+        fit, model = _fit(cfg, parts, trained, opt, progress, run, ctx, resumed, summary, logger)
+        test = _test(cfg, parts, model, fit, ctx)
+        _log_end(logger, run, parts, model, fit, test)
+    finally:
+        logger.close()  # on every path: a sweep of many jobs leaves no writer open
     # a launched run's wall time counts from the parent's start, spawning the workers included
     launched = ctx.launched_at if ctx is not None else None
     wall = time.perf_counter() - t0 if launched is None else time.time() - launched
@@ -297,6 +306,55 @@ def _open_run(cfg, run_dir, resumed):
     return run
 
 
+def start_line(run, cfg, parts: RunParts, world: int) -> str:
+    """The line a run starts with: where its folder is, what trains on what, with what."""
+    import torch
+
+    from cnnlab import models
+
+    b = parts.bundle
+    procs = f", {world} processes" if world > 1 else ""
+    return (f"run {run.root}: {cfg.model.name} ({models.count_params(parts.model):,} parameters) "
+            f"on {parts.device}{procs}, {torch.get_num_threads()} thread(s); data {b.name}: "
+            f"train {len(b.train)} val {len(b.val)} test {len(b.test)}, {cfg.trainer.epochs} "
+            f"epochs of batch {cfg.trainer.batch_size}")
+
+
+def _open_logger(cfg, run, resumed):
+    """The run's tracker beside metrics.csv (trainer.logger; cnnlab.training.loggers), on rank 0
+    only; a resumed run's TensorBoard hides what the interrupted sitting wrote past last.pt."""
+    from omegaconf import OmegaConf
+
+    from cnnlab.training import loggers
+
+    kind = cfg.trainer.get("logger", "auto")
+    purge = int(resumed.state["epoch"]) + 1 if resumed is not None else None
+    logger = loggers.open_logger(kind, run.root if run is not None else None,
+                                 OmegaConf.to_yaml(cfg), purge)
+    if run is not None and logger.folder is not None:
+        run.log(f"tensorboard: {logger.folder} (tensorboard --logdir {Path(cfg.outputs) / 'runs'})")
+    return logger
+
+
+def _log_end(logger, run, parts: RunParts, model, fit, test: dict) -> None:
+    """The test scores and, where it is cheap, the test split's confusion matrix to the tracker."""
+    from cnnlab.training import loggers
+
+    if logger.folder is None:
+        return
+    metrics = {"test_acc": test["acc"], "test_top5": test["top5"], "test_loss": test["loss"]}
+    step = len(fit.history)
+    b = parts.bundle
+    matrix = None
+    if len(b.test) <= loggers.CONFUSION_MAX_IMAGES and b.num_classes <= loggers.CONFUSION_MAX_CLASSES:
+        try:
+            matrix = loggers.confusion_matrix(model, parts.test_loader, b.num_classes,
+                                              crop=parts.eval_crop, autocast=parts.precision.autocast)
+        except Exception as exc:  # an extra: a finished run does not fail for it
+            run.log(f"tensorboard: no confusion matrix ({type(exc).__name__}: {exc})")
+    logger.finish(metrics, step, matrix, list(b.class_names))
+
+
 def _log_start(run, cfg, parts: RunParts, ctx, world: int, lr: float) -> None:
     import torch
 
@@ -340,7 +398,8 @@ def _running_summary(run, ctx) -> dict[str, Any]:
     return {"run_id": run_id, "status": "running", "path": path}
 
 
-def _fit(cfg, parts: RunParts, trained, opt: Optimization, progress, run, ctx, resumed, summary):
+def _fit(cfg, parts: RunParts, trained, opt: Optimization, progress, run, ctx, resumed, summary,
+         logger=None):
     """(engine.FitResult, the model to test): the engine's fit, or the probes' for a probe
     strategy. An interrupted or failed run's summary says so."""
     from cnnlab import transfer
@@ -356,7 +415,7 @@ def _fit(cfg, parts: RunParts, trained, opt: Optimization, progress, run, ctx, r
                          opt.when, cfg.trainer, parts.precision, progress, run=run,
                          eval_crop=parts.eval_crop, ctx=ctx,
                          state=resumed.state if resumed is not None else None,
-                         train_eval_loader=parts.train_eval_loader)
+                         train_eval_loader=parts.train_eval_loader, logger=logger)
         return fit, parts.model
     except (KeyboardInterrupt, Interrupted):
         summary["status"] = "interrupted"
@@ -451,6 +510,9 @@ def _finish(cfg, cfg_dict: dict, run, parts: RunParts, fit, test: dict, metrics:
                    data_std=[float(v) for v in b.std])
     if getattr(fit, "probe", None):
         summary["probe"] = fit.probe
+    choices = _preset_choices(cfg, run)
+    if choices:
+        summary["choices"] = choices
     summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     if run is not None:
         # summary.json first, marked not yet recorded: a crash before the row is appended leaves
@@ -465,16 +527,43 @@ def _finish(cfg, cfg_dict: dict, run, parts: RunParts, fit, test: dict, metrics:
 # summary.json keys that are not results columns (the row has its own head; a probe's table
 # and the data statistics stay in the summary)
 SUMMARY_ONLY = ("run_id", "status", "path", "finished", "recorded", "num_classes", "in_chans",
-                "input_size", "data_mean", "data_std", "probe", "error")
+                "input_size", "data_mean", "data_std", "probe", "error", "choices")
 
 
 def row_of(cfg_dict: dict, summary: dict) -> dict:
-    """A finished run's results row, from its summary (metrics and environment) and config."""
+    """A finished run's results row, from its summary (metrics, environment, the presets chosen)
+    and config. Its head names the run (cnnlab.results.run_identity): a sweep job's run_id is
+    <sweep>/<job>, every row has the run folder's path relative to the outputs folder."""
     from cnnlab import results
 
-    head = {"run_id": summary["run_id"], "time": summary.get("finished"), "status": summary["status"]}
+    who = results.run_identity(cfg_dict.get("outputs"), summary.get("path"), summary.get("run_id"))
+    head = {"run_id": who["run_id"], "time": summary.get("finished"), "status": summary["status"],
+            "path": who["path"], "sweep": who["sweep"], "job": who["job"]}
     numbers = {k: v for k, v in summary.items() if k not in SUMMARY_ONLY}
-    return results.make_row(cfg_dict, head, numbers)
+    choices = summary.get("choices") or cfg_dict.get("choices")
+    return results.make_row(cfg_dict, head, numbers, choices=choices)
+
+
+def _preset_choices(cfg, run) -> dict:
+    """The preset chosen for each config group (`optim: nesterov`), as Hydra recorded it: the
+    runtime choices of the Hydra job this run is the run of (a sweep job's <job>/run), or a
+    `choices` node the config carries; {} when neither is known."""
+    from omegaconf import OmegaConf
+
+    if run is not None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.initialized():
+                hc = HydraConfig.get()
+                # not a run the job trains on the side (a transfer source's pretraining run)
+                if Path(hc.runtime.output_dir).resolve() == Path(run.root).resolve().parent:
+                    return {str(k): v for k, v in OmegaConf.to_container(hc.runtime.choices).items()}
+        except Exception:  # no Hydra job, or one without runtime choices: fall through
+            pass
+    if "choices" in cfg and cfg.choices is not None:
+        return dict(OmegaConf.to_container(cfg.choices))
+    return {}
 
 
 def _final_status(run, fit, test: dict) -> str:
@@ -518,10 +607,12 @@ def _record_finished(root: Path, cfg) -> dict:
     summary.setdefault("finished", time.strftime(
         "%Y-%m-%d %H:%M:%S", time.localtime((root / "summary.json").stat().st_mtime)))
     outputs = resume.own_outputs(root, cfg.outputs)
-    if not resume.has_row(outputs, run.id):  # a crash after the append, before the mark
-        cfg_dict = OmegaConf.to_container(OmegaConf.load(root / "config.yaml"), resolve=True)
-        cfg_dict["outputs"] = str(outputs)
-        results.append_row(outputs, row_of(cfg_dict, summary))
+    cfg_dict = OmegaConf.to_container(OmegaConf.load(root / "config.yaml"), resolve=True)
+    cfg_dict["outputs"] = str(outputs)
+    row = row_of(cfg_dict, {**summary, "path": str(root)})
+    # a crash after the append, before the mark (an older row of a sweep job has run_id `run`)
+    if not resume.has_row(outputs, row["run_id"]):
+        results.append_row(outputs, row)
         run.log(f"resume: the run had finished ({summary['status']}) without its results row; "
                 f"appended it to {results.table_path(outputs)}")
     summary["recorded"] = True

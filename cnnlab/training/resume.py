@@ -21,7 +21,7 @@ from cnnlab.errors import CnnlabError, UsageError
 
 FORMAT = 2  # last.pt layout; 1 had no precision, position, history or global step
 # keys that do not change what a run computes, so a resumed run may differ in them
-IGNORED = (("resume",), ("outputs",), ("trainer", "progress"))
+IGNORED = (("resume",), ("outputs",), ("trainer", "progress"), ("trainer", "logger"))
 
 
 @dataclass

@@ -141,7 +141,7 @@ def test_cli_quick_shape_writes_its_files_and_rows(tmp_path, outputs):
         assert (out / f).is_file(), f
     df = pd.read_csv(out / "conv.csv")
     assert sorted(df.algo) == ["im2col", "library", "winograd2"]
-    rows = pd.read_csv(outputs / "results.csv")
+    rows = pd.read_csv(outputs / "bench.csv")
     assert len(rows) == 3 and rows.run_id.str.startswith("bench-conv-").all()
     assert rows.status.eq("bench").all() and rows.precision.eq("fp32").all()
     assert set(rows.bench_algo) == {"im2col", "library", "winograd2"}

@@ -20,7 +20,7 @@ def test_bench_train_prints_phases_ratios_and_appends_rows(outputs):
     for fragment in ("data", "forward", "backward", "optimizer", "ceiling", "x the ceiling",
                      "cnnlab / DataLoader (0 workers)", "inference:", "GFLOPs/image"):
         assert fragment in out.output, fragment
-    df = pd.read_csv(outputs / "results.csv")
+    df = pd.read_csv(outputs / "bench.csv")
     assert len(df) == 3 and df.status.eq("bench").all() and df.run_id.nunique() == 1
     assert df.run_id.iloc[0].startswith("bench-train-")
     assert sorted(df.bench_pipeline) == ["ceiling", "cnnlab", "dataloader"]
@@ -77,7 +77,7 @@ def test_mixing_aug_and_crop_size_run_through_the_dataloader(outputs):
                               "--vs-dataloader", "--workers", "0", "--outputs", str(outputs / "b")])
     assert out.exit_code == 0, out.output
     assert "RandomCrop(28x28, padding=4)" in out.output and "MixUp" in out.output
-    assert (outputs / "b" / "results.csv").is_file()
+    assert (outputs / "b" / "bench.csv").is_file()
 
 
 @pytest.mark.parametrize("flag, fragment", [
@@ -92,7 +92,7 @@ def test_bad_input_exits_2_with_one_line(flag, fragment, outputs):
     assert out.exit_code == 2
     assert fragment in out.output and "Traceback" not in out.output
     assert len(out.output.strip().splitlines()) == 1
-    assert not (outputs / "results.csv").exists()
+    assert not (outputs / "results.csv").exists() and not (outputs / "bench.csv").exists()
 
 
 def test_vs_memory_format_adds_the_other_order_in_lock_step(outputs):
@@ -100,7 +100,7 @@ def test_vs_memory_format_adds_the_other_order_in_lock_step(outputs):
                               "trainer.channels_last=true", "--vs-memory-format"])
     assert out.exit_code == 0, out.output
     assert "channels_last / NCHW, same step on the same batch:" in out.output
-    df = pd.read_csv(outputs / "results.csv")
+    df = pd.read_csv(outputs / "bench.csv")
     assert sorted(df.bench_pipeline) == ["ceiling", "ceiling_nchw", "cnnlab"]
     assert bool(df.set_index("bench_pipeline").loc["ceiling_nchw", "bench_lockstep"])
 

@@ -1,3 +1,4 @@
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -13,8 +14,34 @@ def test_preview_writes_a_grid_of_originals_and_copies(outputs):
     path = outputs / "aug-alexnet-shapes.png"
     assert path.is_file() and str(path.name) in out.output
     w, h = Image.open(path).size
-    # 3 rows x 5 columns of 96x96 tiles (32 px enlarged 3x) with 2 px padding
-    assert (w, h) == (5 * 98 + 2, 3 * 98 + 2)
+    # 3 rows x 5 columns of 96x96 tiles (32 px enlarged 3x) with 2 px padding, plus the margins
+    # that hold the column and row labels
+    assert w > 5 * 98 + 2 and h > 3 * 98 + 2
+
+
+@pytest.mark.parametrize("aug, ops", [("alexnet", "crop, flip, pca"), ("none", "no ops"),
+                                      ("mixup", "mixup")])
+def test_preview_figure_labels_columns_and_rows(aug, ops):
+    from cnnlab.cli.aug import preview_figure
+    from cnnlab.config import compose
+
+    cfg = compose([f"aug={aug}", "data=shapes", "data.num_train=100", "data.num_test=20"])
+    fig, n = preview_figure(cfg, images=3, copies=4)
+    (ax,) = fig.axes
+    assert n == 3
+    columns = [t.get_text() for t in ax.get_xticklabels()]
+    assert columns == ["original", "copy 1", "copy 2", "copy 3", "copy 4"]
+    assert ax.xaxis.get_ticks_position() == "top"  # above the grid
+    # each row is one training image: its class name, and where it sits in the training set
+    from cnnlab import data
+
+    bundle = data.create(cfg.data)
+    names = [f"{bundle.class_names[int(c)]} (train #{i})" for i, c in enumerate(bundle.train.labels[:3])]
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    assert ax.get_title() == f"aug={aug} ({ops}) on shapes: each copy a new draw of the preset"
+    # the labels sit on the tile centres (pixel i spans i - 0.5 to i + 0.5): 96 px tiles, 2 px padding
+    assert list(ax.get_xticks()) == [2 + 47.5 + 98 * k for k in range(5)]
+    assert list(ax.get_yticks()) == [2 + 47.5 + 98 * k for k in range(3)]
 
 
 def test_preview_rejects_bad_counts():

@@ -95,7 +95,7 @@ def test_eval_group_presets_and_multiscale_lists(crop_run, outputs):
 
 @pytest.mark.parametrize("args, fragment", [
     (["model=lenet5"], "overrides of the eval group"),
-    (["eval.views=fivecrop"], "unknown view mode"),
+    (["eval.views=sixcrop"], "unknown view mode"),
     (["eval.views=multiscale:28,32"], "eval.views=[multiscale:28,32]"),
     (["eval.views=[center,32]"], "follows no multiscale"),
     (["eval.average=median"], "eval.average"),

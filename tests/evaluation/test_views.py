@@ -36,6 +36,20 @@ def test_tencrop_boxes_equal_torchvisions(h, w, crop):
         assert torch.equal(vw.center(x, crop)[i, 0], v2.CenterCrop(crop)(x[i]))
 
 
+@pytest.mark.parametrize("h, w, crop", [(32, 32, 28), (33, 35, 28), (32, 32, 32), (9, 12, 5), (8, 8, 7)])
+def test_fivecrop_boxes_equal_torchvisions(h, w, crop):
+    x = _arange(2, 3, h, w)
+    ours = vw.fivecrop(x, crop)
+    assert ours.shape == (2, 5, 3, crop, crop)
+    for i in range(2):
+        theirs = v2.FiveCrop(crop)(x[i])
+        assert len(theirs) == 5
+        for k in range(5):
+            assert torch.equal(ours[i, k], theirs[k]), (i, k)
+    # the same five boxes as ten-crop's unmirrored half, and never a mirrored view
+    assert torch.equal(vw.make_views(x, "fivecrop", crop), vw.tencrop(x, crop)[:, :5])
+
+
 def test_view_counts_and_shapes():
     x = torch.rand(3, 3, 32, 32)
     assert vw.make_views(x, "center", 28).shape == (3, 1, 3, 28, 28)
@@ -48,8 +62,10 @@ def test_view_counts_and_shapes():
     assert [b.shape[0] for b in blocks] == [2, 2, 2, 1]
     blocks = list(vw.iter_view_chunks(torch.rand(512, 1, 8, 8), "tencrop", 6, chunk=512))
     assert len(blocks) == 11 and max(b.shape[0] for b in blocks) * 10 <= 512
+    assert vw.make_views(x, "fivecrop", 28).shape == (3, 5, 3, 28, 28)
+    assert vw.num_views("fivecrop") == 5
     with pytest.raises(UsageError):
-        vw.make_views(x, "fivecrop", 28)
+        vw.make_views(x, "sixcrop", 28)
 
 
 def test_center_of_crop_sized_image_is_identity():
@@ -85,7 +101,7 @@ class _Constant(torch.nn.Module):
 
 
 @pytest.mark.parametrize("average", ["softmax", "logits"])
-@pytest.mark.parametrize("mode, scales", [("center", ()), ("tencrop", ()), ("multiscale", (24, 32))])
+@pytest.mark.parametrize("mode, scales", [("center", ()), ("fivecrop", ()), ("tencrop", ()), ("multiscale", (24, 32))])
 def test_constant_model_keeps_its_prediction(average, mode, scales):
     logits = [0.5, 2.0, -1.0, 0.0, 1.0, 0.3, -0.2]
     model = _Constant(logits)
@@ -109,7 +125,7 @@ def test_top5_is_nan_with_five_classes_and_engine_path_still_works():
     e10 = evaluate(model, loader, views="tencrop")
     assert e10["acc"] == 0.5 and e10["loss"] == pytest.approx(e["loss"], abs=1e-5)
     with pytest.raises(UsageError):
-        evaluate(model, loader, views="fivecrop")
+        evaluate(model, loader, views="sixcrop")
 
 
 def test_eval_views_parse_into_whole_modes():
@@ -120,7 +136,8 @@ def test_eval_views_parse_into_whole_modes():
         ["tencrop", "center", "multiscale:28,32"]
     assert vw.split_mode("multiscale:28,32") == ("multiscale", [28, 32])
     assert vw.split_mode("tencrop") == ("tencrop", [])
-    for bad in ([], ["fivecrop"], [32], ["multiscale"], ["center:3"], ["multiscale:a"]):
+    assert vw.parse_views(["center", "fivecrop", "tencrop"]) == ["center", "fivecrop", "tencrop"]
+    for bad in ([], ["sixcrop"], ["fivecrop:3"], [32], ["multiscale"], ["center:3"], ["multiscale:a"]):
         with pytest.raises(UsageError):
             vw.parse_views(bad)
 

@@ -56,16 +56,20 @@ def test_report_renders_every_claim_with_tables_plots_and_verdicts(fake_sweeps, 
     assert out.exit_code == 0, out.output
     md = (tmp_path / "rep" / "report.md").read_text()
     html = (tmp_path / "rep" / "report.html").read_text()
+    # a report of two sweeps: the claims they test get a section, one line names the rest
+    ran = {c for n in ("conv_arithmetic", "layer_shares") for c in claim_ids(exp.load(n).claim)}
     for claim in CLAIMS:
-        assert f"## {claim}: " in md
+        assert (f"## {claim}: " in md) == (claim in ran)
     assert "### conv_arithmetic (quick scale): supported" in md
     assert "### layer_shares (quick scale): supported" in md
     n_run = len(catalogue.latest_sweeps(fake_sweeps))
     n_idle = len(exp.list_experiments()) - n_run
     assert f"Experiments: {n_run} supported, {n_idle} not run." in md
-    assert "No finished sweep of an experiment for this claim." in md  # e.g. C1, not run here
+    (line,) = [ln for ln in md.splitlines() if ln.startswith("No finished sweep")]
+    assert line.startswith("No finished sweep of an experiment for C1, C2, ")  # not run here
+    assert all(c in line.replace(",", " ").split() for c in CLAIMS if c not in ran)
     assert "Machine: host_cpu" in md and "torch" in md
-    assert "<table" in html and "<h2>C21: " in html and html.count("<img") == md.count("![")
+    assert "<table" in html and '<h2 id="c21">C21: ' in html and html.count("<img") == md.count("![")
     figures = list((tmp_path / "rep" / "figures").glob("*.png"))
     assert figures and all(f.stat().st_size > 1000 for f in figures)
     assert md.count("![") == len(figures)
@@ -160,3 +164,146 @@ def test_jobs_that_did_not_finish_are_named_beside_the_verdict(fake_sweeps, tmp_
     assert f"### layer_shares (quick scale): supported (1 of {n} jobs did not finish)" in md
     assert "First error: DataError: cifar10 is not here" in md
     assert "Experiments: 2 supported, " in md  # still counted by its verdict
+
+
+def _html_of(fake_sweeps, out_dir):
+    """The report's HTML parsed: (text of each h1/h2/h3, toc links, styled spans, cells, the
+    ids, the raw text)."""
+    from html.parser import HTMLParser
+
+    class Parse(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.heads, self.links, self.spans, self.ids = [], [], [], [], set()
+            self.cells, self.text = [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            self.stack.append((tag, a))
+            if "id" in a:
+                self.ids.add(a["id"])
+            if tag == "a" and "href" in a:
+                self.links.append(a["href"])
+            if tag in ("h1", "h2", "h3", "td", "th"):
+                self.text = []
+
+        def handle_endtag(self, tag):
+            _, a = self.stack.pop() if self.stack else (None, {})
+            if tag in ("h1", "h2", "h3"):
+                self.heads.append((tag, "".join(self.text)))
+            if tag in ("td", "th"):
+                self.cells.append("".join(self.text))
+
+        def handle_data(self, data):
+            self.text.append(data)
+            if self.stack and self.stack[-1][0] == "span":
+                self.spans.append((self.stack[-1][1].get("class", ""), data))
+
+    out = runner.invoke(app, ["report", str(fake_sweeps), "--out", str(out_dir)])
+    assert out.exit_code == 0, out.output
+    raw = (out_dir / "report.html").read_text()
+    p = Parse()
+    p.feed(raw)
+    return p, raw
+
+
+def test_html_report_renders_markdown_colours_verdicts_and_links_a_contents(fake_sweeps, tmp_path):
+    p, raw = _html_of(fake_sweeps, tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    # markdown rendered, not escaped: no stars around verdicts, real <em> and <code>
+    assert "*inconclusive*" not in raw and "<em>" in raw and "&lt;" not in raw.split("<body>")[1][:50]
+    # plain text stays plain: C21's k*k*Cin*Cout is no emphasis, in md and in html
+    assert "<em>k</em>" not in raw and "k*k*Cin*Cout" in raw and r"k\*k\*Cin" in md
+    # verdicts coloured: in the headings and in the summary table
+    assert ("v v-supported", "supported") in p.spans
+    assert "color:#1a7f37" in raw and "color:#cf222e" in raw and "color:#b35900" in raw
+    assert ("h3", "conv_arithmetic (quick scale): supported") in p.heads
+    # text cells left-aligned
+    assert "text-align:left" in raw and "text-align:right" not in raw
+    # a table of contents whose links land on ids (md and html)
+    assert "#summary" in p.links and "#c21" in p.links and "#conv_arithmetic" in p.links
+    assert all(link[1:] in p.ids for link in p.links if link.startswith("#"))
+    assert "- [C21: " in md and '<a id="c21"></a>' in md and "](#conv_arithmetic)" in md
+    # the summary table lists the two experiments the report holds, not the 24 that did not run
+    summary = md.split("## Summary")[1].split("<a id=")[0]
+    assert "| conv_arithmetic |" in summary and "| augmentation_datasize |" not in summary
+
+
+def test_report_paths_are_relative_to_the_report(fake_sweeps, tmp_path):
+    _, raw = _html_of(fake_sweeps, tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert str(tmp_path) not in md and str(tmp_path) not in raw
+    folder = catalogue.latest_sweeps(fake_sweeps)["conv_arithmetic"]
+    rel = f"../outputs/sweeps/{folder.name}"
+    assert f"]({rel})" in md and f'href="{rel}"' in raw
+    assert (tmp_path / "rep" / rel).resolve() == folder.resolve()
+
+
+@pytest.mark.parametrize("value, text", [(10.0, "10"), (10, "10"), (float("nan"), "none"),
+                                         (None, "none"), ("null", "none"), ("nan", "none"),
+                                         ("0.1", "0.1"), (True, "true"), ("shapes", "shapes"),
+                                         (0.5, "0.5"), ("10.0", "10")])
+def test_axis_values_print_as_a_reader_writes_them(value, text):
+    from cnnlab.lab.report import axis_text
+
+    assert axis_text(value) == text
+
+
+def test_a_gap_in_a_numeric_axis_reads_back_as_none_not_nan(fake_sweeps, tmp_path):
+    """A column with an unset value (null) reads back from CSV as floats and nan: the table
+    shows 10 and none."""
+    folder = catalogue.latest_sweeps(fake_sweeps)["conv_arithmetic"]
+    entry = catalogue.read_entry(folder)
+    axis = entry.table.columns[0]
+    summary = pd.read_csv(folder / "summary.csv")
+    values = [10, None] * (len(summary) // 2) + [10] * (len(summary) % 2)
+    summary[axis] = values
+    summary.to_csv(folder / "summary.csv", index=False)
+    table = catalogue.read_entry(folder).table
+    cells = set(table[axis].astype(str))
+    assert cells <= {"10", "none"} and "none" in cells
+
+
+def test_a_report_figure_of_many_learning_curves_keeps_its_legend_outside(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cnnlab.lab import report
+
+    curves = {f"data=digits, data.train_per_class={n}, transfer=s{i}": pd.Series([0.1, 0.5, 0.9],
+                                                                                 index=[1, 2, 3])
+              for i in range(10) for n in (10, "none")}
+    captured = {}
+    real = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *a, **k):
+        fig.canvas.draw()
+        ax, = fig.axes
+        legend = ax.get_legend()
+        captured["outside"] = legend.get_window_extent().x0 >= ax.get_window_extent().x1
+        return real(fig, *a, **k)
+
+    matplotlib.figure.Figure.savefig = spy
+    try:
+        report._plot_curves(tmp_path, curves)
+    finally:
+        matplotlib.figure.Figure.savefig = real
+    assert captured["outside"]
+
+
+def test_rejudge_decides_each_sweep_again_without_training(fake_sweeps, tmp_path):
+    """A verdict.json left by older statistics (doctored here) is decided again from the jobs'
+    results by `cnnlab report --rejudge`; no job runs (the job folders are unchanged)."""
+    import json
+
+    folder = catalogue.latest_sweeps(fake_sweeps)["conv_arithmetic"]
+    stale = json.loads((folder / "verdict.json").read_text())
+    stale["verdict"] = "not supported"
+    (folder / "verdict.json").write_text(json.dumps(stale))
+    jobs_before = sorted(p.stat().st_mtime_ns for p in (folder / "jobs").rglob("*") if p.is_file())
+    out = runner.invoke(app, ["report", str(fake_sweeps), "--out", str(tmp_path / "rep"), "--rejudge"])
+    assert out.exit_code == 0, out.output
+    assert "conv_arithmetic: supported" in out.output
+    assert json.loads((folder / "verdict.json").read_text())["verdict"] == "supported"
+    assert sorted(p.stat().st_mtime_ns for p in (folder / "jobs").rglob("*") if p.is_file()) == jobs_before
+    assert "conv_arithmetic (quick scale): supported" in (tmp_path / "rep" / "report.md").read_text()

@@ -149,8 +149,8 @@ def test_paired_greater_sees_a_consistent_gain_that_overlapping_groups_hide():
 
 def test_view_modes_in_an_experiment_are_checked(tmp_path):
     path = tmp_path / "views.yaml"
-    path.write_text("axes: {model: [lenet5]}\nviews: [center, fivecrop]\n")
-    with pytest.raises(UsageError, match="fivecrop"):
+    path.write_text("axes: {model: [lenet5]}\nviews: [center, sixcrop]\n")
+    with pytest.raises(UsageError, match="sixcrop"):
         exp.load(path)
     path.write_text("axes: {model: [lenet5]}\nviews: [center, 'multiscale:']\n")
     with pytest.raises(UsageError, match="needs scales"):

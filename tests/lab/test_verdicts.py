@@ -335,9 +335,14 @@ def _app():
 
 # ---------------------------------------------------------------- the claims report
 
-def test_the_claims_report_notes_c9s_figures(tmp_path):
-    (tmp_path / "sweeps").mkdir()
-    md = catalogue.build(tmp_path / "sweeps", tmp_path / "rep").read_text()
+@pytest.mark.slow
+def test_the_claims_report_notes_c9s_figures(tmp_path, monkeypatch):
+    """Where the report quotes C9 (a finished block_costs sweep: a calculation and a short
+    timing, about 15 s), it notes the slide's arithmetic slip."""
+    monkeypatch.setenv("CNNLAB_OUTPUTS", str(tmp_path / "outputs"))
+    out = runner.invoke(_app(), ["sweep", "block_costs"])
+    assert out.exit_code == 0, out.output
+    md = catalogue.build(tmp_path / "outputs" / "sweeps", tmp_path / "rep").read_text()
     c9 = md.split("## C9:")[1].split("\n## ")[0]
     assert "add up to 271M operations, not 358M" in c9 and "854M -> 271M, not 854M -> 358M" in c9
 

@@ -23,9 +23,12 @@ class Trigger:
     def __init__(self, inner):
         self.inner, self.epoch = inner, 0
 
-    def start_epoch(self, epoch, batches):
+    def begin(self, line):
+        self.inner.begin(line)
+
+    def start_epoch(self, epoch, batches, done=0):
         self.epoch = epoch
-        self.inner.start_epoch(epoch, batches)
+        self.inner.start_epoch(epoch, batches, done)
 
     def batch(self, done, *args):
         if batch_at != "end" and self.epoch == int(epoch_at) and done == int(batch_at):
