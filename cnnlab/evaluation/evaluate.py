@@ -52,7 +52,6 @@ def _evaluate_center(model, loader, criterion, autocast, crop) -> dict[str, Any]
 
     import torch
 
-    from cnnlab.evaluation import views as vw
 
     criterion = criterion or torch.nn.CrossEntropyLoss()
     autocast = autocast or contextlib.nullcontext
@@ -62,10 +61,7 @@ def _evaluate_center(model, loader, criterion, autocast, crop) -> dict[str, Any]
     n = 0
     start = time.perf_counter()
     with torch.no_grad():
-        for x, y in loader:
-            if crop is not None:
-                side, resize = vw.geometry(tuple(x.shape[-2:]), crop)
-                x = vw.make_views(x, "center", side, resize=resize)[:, 0]
+        for x, y in center_batches(loader, crop):
             with autocast():
                 logits = model(x)
             # sums stay on the device: no host sync per batch
@@ -267,3 +263,15 @@ def bench_views(model, images, crop: int, repeats: int = 7, chunk: int | None = 
     c, t = statistics.median(times["center"]), statistics.median(times["tencrop"])
     return {"ratio": t / c, "center_ms": 1000 * c / n, "tencrop_ms": 1000 * t / n,
             "ratio_min": min(times["tencrop"]) / min(times["center"])}
+
+
+def center_batches(loader, crop=None):
+    """The loader's (images, labels), each image cut to its centre view when `crop` is given
+    (the size a run trained its random crops at)."""
+    from cnnlab.evaluation import views as vw
+
+    for x, y in loader:
+        if crop is not None:
+            side, resize = vw.geometry(tuple(x.shape[-2:]), crop)
+            x = vw.make_views(x, "center", side, resize=resize)[:, 0]
+        yield x, y

@@ -105,17 +105,14 @@ def confusion_matrix(model, loader, num_classes: int, crop=None, autocast=None):
     import numpy as np
     import torch
 
-    from cnnlab.evaluation import views as vw
+    from cnnlab.evaluation.evaluate import center_batches
 
     counts = torch.zeros(num_classes * num_classes, dtype=torch.long)
     was_training = model.training
     model.eval()
     autocast = autocast or contextlib.nullcontext
     with torch.no_grad():
-        for x, y in loader:
-            if crop is not None:
-                side, resize = vw.geometry(tuple(x.shape[-2:]), crop)
-                x = vw.make_views(x, "center", side, resize=resize)[:, 0]
+        for x, y in center_batches(loader, crop):
             with autocast():
                 pred = model(x).argmax(1)
             counts += torch.bincount((y * num_classes + pred).cpu(), minlength=num_classes ** 2)
