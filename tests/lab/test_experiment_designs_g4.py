@@ -142,15 +142,22 @@ def test_the_calculations_support_their_claims_with_these_tolerances(name, outpu
 
 
 def test_readme_claims_table_says_what_each_set_up_cannot_settle():
+    """Every experiment has a row with its old and new verdict (one of the verdict words), the
+    effects behind it, and what its set-up cannot settle; the lead-in says which run it is."""
+    from cnnlab.lab.verdicts import VERDICTS
+
     text = README.read_text()
-    header = ("| experiment | claim | quick scale (CPU, offline), previous run | verdict in the previous "
-              "run (time with `--jobs 2`) | what the set-up cannot settle |")
+    header = ("| experiment | claim | quick scale (CPU, offline) | old verdict (2026-11-29) | "
+              "verdict now (time, `--jobs 2`) |")
     assert header in text
     table = text.split(header)[1].split("\n\n")[0]
     rows = [line for line in table.splitlines()[1:] if line.startswith("| `")]
     names = {re.match(r"\| `([^`]+)`", line).group(1) for line in rows}
     assert names == {p.stem for p in exp.list_experiments()}
-    last = [line.rstrip().rstrip("|").rsplit(" | ", 1)[-1].strip() for line in rows]
-    assert all(len(cell) > 20 for cell in last)  # every experiment says what it cannot settle
+    cells = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in rows]
+    assert all(len(row) == 7 for row in cells)
+    assert all(re.match(r"\*\*(.+?)\*\*", row[4]).group(1) in VERDICTS for row in cells)
+    assert all(len(row[5]) > 20 for row in cells)  # the effects (or why there are none)
+    assert all(len(row[6]) > 20 for row in cells)  # every experiment says what it cannot settle
     lead_in = text.split(header)[0].rstrip().rsplit("\n\n", 1)[-1]
-    assert "previous run" in lead_in and "before the redesign" in lead_in
+    assert "run-all --quick --jobs 2" in lead_in and "--rejudge" in lead_in
