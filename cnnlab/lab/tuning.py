@@ -35,7 +35,7 @@ from cnnlab.errors import UsageError
 from cnnlab.lab.verdicts import fmt_value
 
 if TYPE_CHECKING:
-    from cnnlab.lab.experiment import ExperimentSpec
+    from cnnlab.lab.spec import ExperimentSpec
 
 FINISHED_ROWS = ("done", "diverged")
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from cnnlab.lab import stats
 
 if TYPE_CHECKING:
-    from cnnlab.lab.experiment import ExperimentSpec, VerdictSpec
+    from cnnlab.lab.spec import ExperimentSpec, VerdictSpec
 
 VERDICTS = ("supported", "not supported", "inconclusive", "not testable here")
 ALPHA = 0.05  # family-wise error rate of one claim's comparisons
