@@ -101,3 +101,30 @@ def test_bench_conv_writes_bench_csv_not_results_csv(tmp_path, outputs):
     assert not (outputs / "results.csv").exists()
     rows = pd.read_csv(outputs / "bench.csv")
     assert len(rows) == 2 and rows.status.eq("bench").all()
+
+
+def test_a_plain_train_row_names_its_presets_and_the_hash_ignores_them(outputs):
+    from omegaconf import OmegaConf
+
+    from cnnlab.config import compose
+    from cnnlab.training.resume import config_hash
+
+    cfg = compose(["optim=nesterov", "model=lenet5"])
+    assert cfg.choices.optim == "nesterov" and cfg.choices.model == "lenet5"
+    assert not any("/" in k for k in cfg.choices)  # Hydra's own groups stay out
+    # the preset names are a record, not an input: the same values set key by key name the same
+    # work (resume, transfer sources and probe caches find it)
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain["choices"] = {"optim": "sgd", "model": "lenet5"}
+    assert config_hash(plain) == config_hash(cfg)
+    plain["optim"]["lr"] = 0.5
+    assert config_hash(plain) != config_hash(cfg)
+
+    out = runner.invoke(app, ["train", "data=digits", "model=lenet5", "optim=nesterov",
+                              "trainer.epochs=1", "trainer.threads=1", "trainer.progress=none"])
+    assert out.exit_code == 0, out.output
+    row = pd.read_csv(results.table_path(outputs)).iloc[-1]
+    assert row["optim"] == "nesterov" and row["optim.name"] == "sgd" and row["model"] == "lenet5"
+    assert not any(c.startswith("choices") for c in row.index)
+    out = runner.invoke(app, ["results", "--where", "optim=nesterov"])
+    assert out.exit_code == 0 and "nesterov" in out.output

@@ -35,66 +35,16 @@ def preview(overrides: Optional[List[str]] = OVERRIDES,
 
 
 def preview_figure(cfg, images: int, copies: int):
-    """(matplotlib Figure, rows) of `cnnlab aug preview`: the first `images` training images of
-    cfg.data, one a row labelled "<class> (train #<index>)", each followed by `copies` draws of
-    cfg.aug (columns "original", "copy 1", ...), titled with the preset and its ops. Small images
-    are enlarged by an integer factor (nearest), so every image pixel stays a square of pixels."""
-    import torch.nn.functional as F
-    import torchvision
-    from matplotlib.figure import Figure
-
-    x, y, names = _preview_rows(cfg, images, copies)
-    n, cols = x.shape[0], x.shape[1]
-    tiles = x.flatten(0, 1)  # row i: original i, then its copies
-    scale = max(1, 96 // tiles.shape[-1])  # small images are enlarged so they can be seen
-    if scale > 1:
-        tiles = F.interpolate(tiles, scale_factor=scale, mode="nearest")
-    tile_h, tile_w = tiles.shape[-2] + 2, tiles.shape[-1] + 2  # a tile and its padding
-    grid = torchvision.utils.make_grid(tiles, nrow=cols, padding=2, pad_value=1.0)
-    h, w = grid.shape[-2:]
-    dpi = 100
-    fig = Figure(figsize=(w / dpi, h / dpi), dpi=dpi)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-    ax.xaxis.tick_top()
-    ax.set_xticks([2 + (tile_w - 3) / 2 + tile_w * k for k in range(cols)],
-                  ["original"] + [f"copy {k}" for k in range(1, cols)])
-    ax.set_yticks([2 + (tile_h - 3) / 2 + tile_h * k for k in range(n)],
-                  [f"{names[int(c)]} (train #{i})" for i, c in enumerate(y)])
-    ax.tick_params(length=0, labelsize=9)
-    for side in ax.spines.values():
-        side.set_visible(False)
-    ops = ", ".join(cfg.aug.ops) or "no ops"
-    ax.set_title(f"aug={cfg.aug.name} ({ops}) on {cfg.data.name}: each copy a new draw of the "
-                 "preset", fontsize=10, pad=18)
-    return fig, n
-
-
-def _preview_rows(cfg, images: int, copies: int):
-    """((n, 1 + copies, C, H, W) floats in [0, 1]: each training image then its augmented copies,
-    the n labels, the class names)."""
-    import torch
-
+    """(matplotlib Figure, rows) of `cnnlab aug preview` for a composed config: its data's first
+    training images and draws of its aug preset (cnnlab.data.preview.preview_figure)."""
     from cnnlab import data
     from cnnlab.data import augment
+    from cnnlab.data.preview import preview_figure as figure
 
     bundle = data.create(cfg.data)
     split = bundle.train
-    n = min(images, len(split))
-    x = (split.images[:n] if split.in_memory else torch.stack([split.dataset[i][0] for i in range(n)]))
-    x = x.float().div(255)
-    y = split.labels[:n]
     aug = augment.create(cfg.aug, train_images=split.images if split.in_memory else split.dataset)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rows = [x]
-    for _ in range(copies):
-        if aug is None:
-            rows.append(x)
-        elif aug.mixes:
-            rows.append(aug(x, gen, y, bundle.num_classes)[0])
-        else:
-            rows.append(aug(x, gen))
-    return torch.stack(rows, dim=1), y, list(bundle.class_names)
+    return figure(bundle, aug, cfg.aug, cfg.data.name, images, copies, seed=cfg.seed)
 
 
 @aug_app.command("bench", epilog=_groups_help())

@@ -47,34 +47,36 @@ def _compose(overrides: list[str] | None, with_hydra: bool) -> tuple[Any, Any]:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="cnnlab"):
-            cfg = hydra_compose(config_name="config", overrides=overrides,
-                                return_hydra_config=with_hydra)
+            # with Hydra's own node, whose runtime choices name the preset of each group
+            cfg = hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except Exception as exc:  # Hydra and OmegaConf raise many types; all mean bad input here
         raise UsageError(explain_compose_error(exc)) from exc
     finally:
         if outer is not None:
             GlobalHydra.instance().clear()
             GlobalHydra.instance().initialize(outer)
-    hydra_node = None
-    if with_hydra:
-        from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
-        with open_dict(cfg):
-            hydra_node = cfg.pop("hydra")
+    with open_dict(cfg):
+        hydra_node = cfg.pop("hydra")
     migrate(cfg, keep=given)  # an old key from a preset yields to its new name on the command line
     as_written = copy.deepcopy(cfg) if with_hydra else None
     validate(cfg)  # resolves the config in place
+    chosen = OmegaConf.to_container(hydra_node.runtime.choices)
+    cfg.choices = {g: chosen[g] for g in GROUPS if g in chosen}
     if cfg.transfer.source == "pretrain":  # the pretraining run's config must compose too
         try:
             compose(list(cfg.transfer.pretrain))
         except UsageError as exc:
             raise UsageError(f"transfer.pretrain: {exc}") from exc
-    return (as_written if with_hydra else cfg), hydra_node
+    return (as_written if with_hydra else cfg), (hydra_node if with_hydra else None)
 
 
 def sweep_hint(overrides: list[str]) -> str:
     """What a list of values on a one-run command says: it is a sweep, and the command to run it."""
-    return (f"a list of values is a sweep: run `cnnlab sweep {' '.join(overrides)} ...` "
+    import shlex
+
+    return (f"a list of values is a sweep: run `cnnlab sweep {shlex.join(overrides)} ...` "
             f"(or `cnnlab train -m ...`)")
 
 

@@ -18,7 +18,8 @@ def digest(value: Any, length: int = 12) -> str:
 def config_hash(cfg: Any, ignore: Iterable[tuple[str, ...]] = (), length: int = 12,
                 schema: bool = False) -> str:
     """The digest of a config (DictConfig or plain dict), resolved, without the `ignore` key
-    paths. schema=True first migrates renamed keys and merges it into cnnlab's Config schema, so
+    paths and without `choices` (which preset names chose the values: the values are the input,
+    so `optim=nesterov` and the same keys set one by one name the same work). schema=True first migrates renamed keys and merges it into cnnlab's Config schema, so
     a config read back from a run's config.yaml (also one an earlier version wrote) hashes the
     same as the composed one it was written from."""
     from omegaconf import DictConfig, OmegaConf
@@ -31,7 +32,7 @@ def config_hash(cfg: Any, ignore: Iterable[tuple[str, ...]] = (), length: int = 
 
         d = migrate(d, warn=False)
         d = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(Config), d), resolve=True)
-    for path in ignore:
+    for path in (("choices",), *ignore):
         node = d
         for key in path[:-1]:
             node = node.get(key, {})

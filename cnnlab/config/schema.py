@@ -209,7 +209,7 @@ class EvalConfig:
     # Test-time views (cnnlab/evaluation/): `cnnlab eval RUN` scores every mode of `views`; a
     # training run's test pass (its test_acc) scores the first. The other keys are `cnnlab eval`'s.
     name: str = "center"  # the preset's name: the results table's `eval` column
-    # a mode or a list of them: center | tencrop | multiscale:S1,S2,... In a list Hydra splits
+    # a mode or a list of them: center | fivecrop (no mirror) | tencrop | multiscale:S1,S2,... In a list Hydra splits
     # multiscale's sizes into items of their own; they are joined again, so
     # eval.views=[center,multiscale:28,32,36] is two modes. Any: a string or a list (earlier
     # runs' config.yaml hold a string)
@@ -236,6 +236,10 @@ class Config:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # the preset chosen per config group (Hydra's runtime choices: optim=nesterov), kept for the
+    # results table's short columns; a record of how the config was named, not an input, so
+    # cnnlab.config.hashing.config_hash leaves it out
+    choices: Optional[Dict[str, Any]] = None
 
 
 def conf_dir() -> Path:

@@ -2,7 +2,8 @@
 logger): trainer.logger = auto | tensorboard | csv | none.
 
 tensorboard writes TensorBoard event files into <run>/tb/: each epoch's scalars (train/val loss
-and accuracy, lr, images/s), the config as text, and at the run's end the test scores and a
+and accuracy, lr, images/s), the config as text, the augmentation preview of a new run (the first
+training images beside draws of the preset, as `cnnlab aug preview` draws them), and at the run's end the test scores and a
 confusion matrix of the test split; `tensorboard --logdir outputs/runs` shows every run, and
 `--logdir outputs/sweeps/<sweep>` a sweep's jobs. csv and none write nothing more (csv names the
 fallback: metrics.csv alone); auto is tensorboard when its package is importable, csv otherwise.
@@ -25,6 +26,7 @@ EPOCH_SCALARS = {"train_loss": "train/loss", "train_acc": "train/acc", "val_loss
 TEST_SCALARS = {"test_acc": "test/acc", "test_top5": "test/top5", "test_loss": "test/loss"}
 CONFUSION_MAX_IMAGES = 50_000  # a confusion matrix costs one more pass over the test split
 CONFUSION_MAX_CLASSES = 100  # beyond this a matrix image says little
+PREVIEW_IMAGES, PREVIEW_COPIES = 6, 5  # the augmentation preview: rows, draws beside each
 
 
 def tensorboard_available() -> bool:
@@ -46,6 +48,9 @@ class RunLogger:
     def epoch(self, row: dict) -> None:
         pass
 
+    def preview(self, figure) -> None:
+        pass
+
     def finish(self, metrics: dict, step: int, confusion=None, classes=None) -> None:
         pass
 
@@ -65,6 +70,10 @@ class TensorBoardLogger(RunLogger):
         if config_yaml:
             # indented four spaces: TensorBoard's text plugin renders markdown, this as code
             self.writer.add_text("config", "\n".join("    " + ln for ln in config_yaml.splitlines()))
+
+    def preview(self, figure) -> None:
+        self.writer.add_figure("train/augmentation", figure, 0)
+        self.writer.flush()
 
     def epoch(self, row: dict) -> None:
         step = int(row["epoch"])

@@ -32,6 +32,7 @@ class RunParts:
     # the fixed training subset train_loss/train_acc are measured on, un-augmented, like the
     # validation split (None: trainer.train_eval_size=0)
     train_eval_loader: Any = None
+    aug: Any = None  # the training augmentation (cnnlab.data.augment.create), None without ops
 
     @property
     def eval_crop(self):
@@ -75,7 +76,7 @@ def build_parts(cfg, ctx=None) -> RunParts:
     model, shard = _join_ranks(model, cfg, ctx)
     parts = RunParts(bundle=bundle, model=model, device=device, precision=prec,
                      **_loaders(cfg, bundle, aug, device, channels_last, prec.param_dtype, shard),
-                     input_size=size, channels_last=channels_last)
+                     input_size=size, channels_last=channels_last, aug=aug)
     if len(bundle.train) < 2 or len(parts.train_loader) == 0:
         # batch norm needs two samples per batch; one image cannot train anything useful anyway
         raise UsageError(f"the training split has {len(bundle.train)} image(s): too few for one batch")
@@ -252,7 +253,7 @@ def _train_in(cfg, console, run, parts, opt, trained, resumed, ctx, clocks) -> d
         line = start_line(run, cfg, parts, world)
         run.log(line)
         progress.begin(line)
-    logger = _open_logger(cfg, run, resumed)
+    logger = _open_logger(cfg, run, parts, resumed)
     try:
         fit, model = _fit(cfg, parts, trained, opt, progress, run, ctx, resumed, summary, logger)
         test = _test(cfg, parts, model, fit, ctx)
@@ -320,9 +321,11 @@ def start_line(run, cfg, parts: RunParts, world: int) -> str:
             f"epochs of batch {cfg.trainer.batch_size}")
 
 
-def _open_logger(cfg, run, resumed):
+def _open_logger(cfg, run, parts: RunParts, resumed):
     """The run's tracker beside metrics.csv (trainer.logger; cnnlab.training.loggers), on rank 0
-    only; a resumed run's TensorBoard hides what the interrupted sitting wrote past last.pt."""
+    only; a resumed run's TensorBoard hides what the interrupted sitting wrote past last.pt. A new
+    run's tracker also gets the augmentation preview (the first training images and draws of
+    the preset, from their own generator: the training stream is not touched)."""
     from omegaconf import OmegaConf
 
     from cnnlab.training import loggers
@@ -333,6 +336,16 @@ def _open_logger(cfg, run, resumed):
                                  OmegaConf.to_yaml(cfg), purge)
     if run is not None and logger.folder is not None:
         run.log(f"tensorboard: {logger.folder} (tensorboard --logdir {Path(cfg.outputs) / 'runs'})")
+    if logger.folder is not None and resumed is None:
+        from cnnlab.data.preview import preview_figure
+
+        try:
+            fig, _ = preview_figure(parts.bundle, parts.aug, cfg.aug, cfg.data.name,
+                                    images=loggers.PREVIEW_IMAGES, copies=loggers.PREVIEW_COPIES,
+                                    seed=cfg.seed)
+            logger.preview(fig)
+        except Exception as exc:  # an extra: a run does not fail for it
+            run.log(f"tensorboard: no augmentation preview ({type(exc).__name__}: {exc})")
     return logger
 
 

@@ -94,6 +94,9 @@ def test_a_list_of_values_on_train_names_cnnlab_sweep():
     assert out.exit_code == 2
     assert "a list of values is a sweep: run `cnnlab sweep data=digits seed=0,1 ...`" in out.output
     assert "cnnlab train -m" in out.output
+    # the suggested command can be pasted into a shell: a value with parentheses is quoted
+    out = runner.invoke(app, ["train", "seed=range(3)"])
+    assert out.exit_code == 2 and "`cnnlab sweep 'seed=range(3)' ...`" in out.output
 
 
 def test_version_prints_the_package_version_without_torch():

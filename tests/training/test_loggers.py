@@ -43,6 +43,31 @@ def test_tensorboard_scalars_equal_metrics_csv_and_the_config_and_matrix_are_the
     assert any("config" in t for t in tags["tensors"])
 
 
+def test_a_new_run_shows_its_augmentation_preview_and_trains_as_without_it(outputs):
+    """The preview draws from its own generator: the run with it trains exactly as the run
+    without a tracker (same losses, same test score)."""
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    with_tb = train(tiny("data=digits", "model=lenet5", "aug=crop", "trainer.epochs=1",
+                         "trainer.logger=tensorboard"))
+    acc = _events(Path(with_tb["path"]) / "tb")
+    assert "train/augmentation" in acc.Tags()["images"]
+    (event,) = acc.Images("train/augmentation")
+    image = Image.open(io.BytesIO(event.encoded_image_string))
+    # 6 rows and 1 + 5 columns of 96-pixel tiles (digits' 8 pixels enlarged 12x), plus labels
+    cols, rows = 1 + loggers.PREVIEW_COPIES, loggers.PREVIEW_IMAGES
+    assert image.width > cols * 98 and image.height > rows * 98
+    without = train(tiny("data=digits", "model=lenet5", "aug=crop", "trainer.epochs=1",
+                         "trainer.logger=none"))
+    a = pd.read_csv(Path(with_tb["path"]) / "metrics.csv")
+    b = pd.read_csv(Path(without["path"]) / "metrics.csv")
+    assert a["train_loss"].tolist() == b["train_loss"].tolist()
+    assert with_tb["test_acc"] == without["test_acc"]
+
+
 def test_auto_is_tensorboard_when_installed(outputs):
     from pathlib import Path
 
