@@ -20,7 +20,7 @@ LAYERS = [
     ("transfer",),
     ("config",),  # above models and data: its checks ask their registries (model options, ops)
     ("models", "data"),
-    ("run", "results", "checkpoint", "export", "errors", "tables", "machine", "registry", "locks",
+    ("run", "results", "checkpoint", "export", "errors", "tables", "machine", "threads", "registry", "locks",
      "__init__"),
 ]
 MAX_UPWARD = 0

@@ -22,10 +22,11 @@ data (the next batch, ready on the device), forward (forward and loss under auto
 
 Noise: on a shared CPU a step can take 10-30x its usual time while other jobs hold the cores
 torch's intra-op threads wait for. So the in-process pipelines run in lock step (one cnnlab
-step, one ceiling step, one inference pass, repeat, in rotating order) and a slow spell hits
-them all alike. Pipelines with worker processes (the DataLoader, or a streamed cnnlab loader)
-cannot interleave (their workers would run during the other steps), so they run in blocks, one
-per round, their workers shut down in between. Figures are means over the middle half of the
+step, one ceiling step, one inference pass, repeat, the training steps in alternating orders
+so each follows the others equally often: tick_order) and a slow spell hits them all alike.
+Pipelines with worker processes (the DataLoader, or a streamed cnnlab loader) cannot
+interleave (their workers would run during the other steps), so they run in blocks, one per
+round, their workers shut down in between. Figures are means over the middle half of the
 steps (lock-step pipelines: of the ticks, the same ticks for all), so spikes drop out and the
 phases still add up to the step; ratios divide these images/s, also per round to show how much
 they move with the load.
@@ -492,14 +493,27 @@ def _measure(p: _Pipelines, stepper: _Stepper, parts, clock: _Clock, steps: int,
     return records, rounds
 
 
+def tick_order(lockstep: tuple, i: int) -> list:
+    """The order of lock-step tick `i`: the training pipelines in the (i mod m!)-th of their m!
+    orders, then the inference pass.
+
+    A step runs measurably faster or slower depending on what ran just before it: a forward
+    pass right after the inference pass finds the weights and kernels warm (lenet5, one thread:
+    about 6% faster than after a training step). Over m! ticks every training pipeline comes
+    first (after the last tick's inference pass) equally often and right after each other one
+    equally often, so all get the same mix. A plain rotation does not: in (cnnlab, ceiling,
+    inference) cnnlab follows the inference pass in two ticks of three, the ceiling in one."""
+    import itertools
+
+    training = [name for name in lockstep if name != "inference"]
+    orders = list(itertools.permutations(training))
+    return [*orders[i % len(orders)], *(["inference"] if "inference" in lockstep else [])]
+
+
 def _lockstep_tick(p: _Pipelines, stepper: _Stepper, precision, clock: _Clock, i: int,
                    records: dict | None, round_: int) -> None:
     """One step of every lock-step pipeline (and one inference pass); records None: warm-up."""
-    lockstep = p.lockstep
-    # rotate the order: a step runs measurably faster or slower depending on what ran just
-    # before it (caches, the allocator), so each pipeline takes every place
-    k = i % len(lockstep)
-    for name in lockstep[k:] + lockstep[:k]:
+    for name in tick_order(p.lockstep, i):
         if name == "inference":
             rec = (_infer(stepper.model, p.fixed[0], precision, clock), int(p.fixed[0].shape[0]), None)
         else:

@@ -51,29 +51,59 @@ def preview_figure(cfg, images: int, copies: int):
 @guarded
 def bench(overrides: Optional[List[str]] = OVERRIDES,
           batch: int = typer.Option(256, "--batch"), size: int = typer.Option(32, "--size"),
-          threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default).")):
-    """Images/s of a preset on batches (default aug=alexnet), beside torchvision.transforms.v2
-    applying flip + padded crop one image at a time (the usual DataLoader-style pipeline)."""
-    import statistics
+          threads: int = typer.Option(0, "--threads", help="torch CPU threads (0: torch's default)."),
+          rounds: int = typer.Option(7, "--rounds", help="Interleaved rounds (medians over them).")):
+    """Images/s of a preset on batches (default aug=alexnet), side by side with a fair baseline
+    (the same per-sample random ops on the whole batch with plain tensor ops) and with
+    torchvision.transforms.v2 one image at a time; prints cnnlab / fair and cnnlab / per-image v2
+    and appends one row per pipeline to outputs/bench.csv."""
     import time
 
-    import torch
-    from torchvision.transforms import v2
+    from cnnlab.errors import UsageError
 
-    from cnnlab.data import augment
+    if batch < 1 or size < 1 or threads < 0 or rounds < 1:
+        raise UsageError("--batch, --size and --rounds must be at least 1, --threads at least 0")
+    from omegaconf import OmegaConf
+
+    from cnnlab import results
+    from cnnlab.bench import aug as aug_bench
+    from cnnlab.machine import cpu_name
+    from cnnlab.run import outputs_dir
 
     # the batches are RGB size x size: compose checks the preset (pca, crop_size) against that
     cfg = _compose(["data=shapes", f"data.image_size={size}", "aug=alexnet", *(overrides or [])])
-    ours = augment.bench(cfg.aug, batch=batch, size=size, threads=threads or None)
-    per_image = v2.Compose([v2.RandomCrop(size, padding=4), v2.RandomHorizontalFlip()])
-    imgs = torch.rand(batch, 3, size, size)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        torch.stack([per_image(img) for img in imgs])
-        times.append(time.perf_counter() - start)
-    baseline = batch / statistics.median(times)
-    typer.echo(f"aug={cfg.aug.name} ({', '.join(cfg.aug.ops)}), batch {batch} of 3x{size}x{size}: "
-               f"{ours:,.0f} img/s (target 20,000)")
-    typer.echo(f"torchvision v2 flip + crop, one image at a time: {baseline:,.0f} img/s -> "
-               f"cnnlab's batched preset is {ours / baseline:.1f}x faster")
+    outputs = outputs_dir(cfg.outputs)
+    results.check_writable(outputs, table=results.BENCH)
+    r = aug_bench.measure(cfg.aug, batch=batch, size=size, threads=threads or None, rounds=rounds)
+    typer.echo(f"aug={cfg.aug.name} ({', '.join(cfg.aug.ops) or 'no ops'}), batch {batch} of "
+               f"3x{size}x{size}, {r.threads} thread(s), {cpu_name()}; medians of {rounds} "
+               f"interleaved rounds:")
+    labels = {"cnnlab": "cnnlab (batched preset)",
+              "fair": "fair baseline (same ops on the batch, plain tensor ops)",
+              "per-image v2": f"torchvision v2 one image at a time ({r.v2_ops})"}
+    for name in r.rounds:
+        typer.echo(f"  {labels[name]}: {r.rate(name):,.0f} img/s")
+    ratios = {}
+    if "cnnlab" in r.rounds:
+        for other in ("fair", "per-image v2"):
+            ratios[other] = r.ratio("cnnlab", other) if other in r.rounds else None
+        shown = [f"cnnlab / {k}: {v:.2f}x" if v is not None else f"cnnlab / {k}: n/a"
+                 for k, v in ratios.items()]
+        typer.echo("  ".join(shown) + " (medians of per-round ratios)")
+    if not r.rounds:
+        typer.echo("  nothing to measure: the preset has no ops")
+    if r.left_out:
+        typer.echo(f"no fair baseline or per-image v2 for ops {', '.join(r.left_out)}: both cover "
+                   f"{', '.join(aug_bench.FAIR_OPS)} only")
+
+    head = {"run_id": f"aug-bench-{time.strftime('%Y%m%d-%H%M%S')}",
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": "bench"}
+    cfg_dict = {"aug": OmegaConf.to_container(cfg.aug, resolve=True)}
+    for name in r.rounds:
+        metrics = {"bench_pipeline": name, "bench_images_per_sec": r.rate(name),
+                   "bench_cnnlab_ratio": r.ratio("cnnlab", name) if "cnnlab" in r.rounds else None,
+                   "bench_batch": batch, "bench_size": size, "bench_rounds": rounds,
+                   "threads": r.threads, "device": cpu_name()}
+        results.append_row(outputs, results.make_row(cfg_dict, head, metrics), table=results.BENCH)
+    typer.echo(f"appended {len(r.rounds)} row(s) to {results.table_path(outputs, results.BENCH)} "
+               f"(`cnnlab results --bench`)")

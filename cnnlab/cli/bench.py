@@ -26,18 +26,37 @@ LABELS = {"cnnlab": "cnnlab (loader + aug + step)", "ceiling": "ceiling (fixed b
 @guarded
 def bench_train(
     overrides: Optional[List[str]] = OVERRIDES,
-    steps: int = typer.Option(60, "--steps", help="Measured steps per pipeline, split over the rounds."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Measured steps per pipeline, split over the rounds (default 60; --vs-threads: 30 per measurement)."),
     warmup: int = typer.Option(5, "--warmup", help="Unmeasured steps per pipeline at the start of each round."),
-    repeats: int = typer.Option(3, "--repeats", help="Rounds; DataLoader blocks alternate with the in-process pipelines."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Rounds; DataLoader blocks alternate with the in-process pipelines (default 3; --vs-threads: 2)."),
     vs_dataloader: bool = typer.Option(False, "--vs-dataloader", help="Also a torch DataLoader with per-image torchvision v2 transforms."),
     workers: int = typer.Option(2, "--workers", help="DataLoader worker processes (--vs-dataloader)."),
     vs_memory_format: bool = typer.Option(False, "--vs-memory-format", help="Also the ceiling in the other memory order (NCHW vs channels_last), in lock step."),
+    vs_threads: bool = typer.Option(False, "--vs-threads", help="Instead: the job's training rate with trainer.threads=auto and with 1, 2, 4, ... threads, quiet and under a load this command starts (cnnlab.bench.threads)."),
+    load: Optional[int] = typer.Option(None, "--load", help="--vs-threads: busy processes in the loaded condition (default: one per usable CPU)."),
+    vs_precision: bool = typer.Option(False, "--vs-precision", help="Instead: the job's rate in fp32, bf16_mixed and bf16_pure, each channels_last and NCHW, rounds interleaved (cnnlab.bench.precision)."),
     outputs: Optional[Path] = typer.Option(None, "--outputs", help="Where bench.csv is (default: the config's outputs, $CNNLAB_OUTPUTS or ./outputs)."),
 ):
     """Training images/s of cnnlab's data path + step, its no-data ceiling and step phases."""
     from cnnlab.bench import train as bench
 
+    if vs_threads and vs_precision:
+        from cnnlab.errors import UsageError
+
+        raise UsageError("--vs-threads and --vs-precision are two benchmarks; run one at a time")
+    if vs_precision:
+        _bench_precision(list(overrides or []), 20 if steps is None else steps, warmup,
+                         3 if repeats is None else repeats, outputs)
+        return
+    if vs_threads:
+        _bench_threads(list(overrides or []), 30 if steps is None else steps, warmup,
+                       2 if repeats is None else repeats, load, outputs)
+        return
+    steps, repeats = 60 if steps is None else steps, 3 if repeats is None else repeats
     bench.check_args(steps, warmup, repeats, workers)  # before Hydra and torch: a quick error
+    from cnnlab import threads
+
+    threads.prepare()  # before torch is imported, as `cnnlab train` does
     conf = _compose(overrides)
 
     from omegaconf import OmegaConf
@@ -107,3 +126,103 @@ def bench_train(
                            table=results.BENCH)
     console.print(f"appended {len(pairs)} row(s) to {results.table_path(folder, results.BENCH)} "
                   f"(`cnnlab results --bench`)")
+
+
+def _bench_threads(overrides: list[str], steps: int, warmup: int, repeats: int, load: Optional[int],
+                   outputs: Optional[Path]) -> None:
+    """bench-train --vs-threads: auto against every thread count, quiet and loaded."""
+    from cnnlab.bench import threads as bench
+
+    from cnnlab.errors import UsageError
+
+    bench.check_args(steps, warmup, repeats, load)
+    if any(o.lstrip("+~").startswith("trainer.threads=") for o in overrides):
+        raise UsageError("--vs-threads sets trainer.threads itself (auto and each count); drop the override")
+    conf = _compose(overrides)  # bad overrides fail here, before any process starts
+
+    from omegaconf import OmegaConf
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnlab import results
+    from cnnlab.run import ensure_writable
+
+    folder = ensure_writable(Path(outputs or conf.outputs))
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(f"{steps} steps per measurement after {warmup} warm-up, {repeats} round(s), each a "
+                  "fresh process started as `cnnlab train` starts ...")
+    r = bench.run(overrides, steps=steps, warmup=warmup, repeats=repeats, load=load,
+                  echo=lambda line: console.print(line, markup=False))
+    table = Table(title=f"bench-train --vs-threads {conf.model.name} on {conf.data.name}, batch "
+                        f"{conf.trainer.batch_size}, {r.cpu}: images/s (median of {repeats})",
+                  header_style="bold")
+    for col in ("condition", "trainer.threads", "threads", "img/s", "vs best"):
+        table.add_column(col, justify="left" if col in ("condition", "trainer.threads") else "right")
+    for condition in bench.CONDITIONS:
+        for setting in r.settings:
+            if (condition, setting) in r.rates:
+                rate, best = r.rate(condition, setting), r.rate(condition, r.best(condition))
+                table.add_row(condition if condition == "quiet" else f"loaded ({r.load} busy)", setting,
+                              str(r.threads[(condition, setting)]), f"{rate:,.0f}", f"{rate / best:.2f}x")
+    console.print(table)
+    for condition in bench.CONDITIONS:
+        ok = "meets" if r.ratio(condition) >= bench.TARGET else "MISSES"
+        console.print(f"{condition}: default (auto) / best (threads={r.best(condition)}) = "
+                      f"{r.ratio(condition):.2f}x ({ok} the target {bench.TARGET}); auto chose "
+                      f"{r.why.get(condition, '?')}", soft_wrap=True, markup=False)
+    cfg_dict = OmegaConf.to_container(conf, resolve=True)
+    head = {"run_id": f"bench-threads-{time.strftime('%Y%m%d-%H%M%S')}",
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": "bench"}
+    pairs = bench.rows(r)
+    for extra, metrics in pairs:
+        results.append_row(folder, results.make_row(cfg_dict, {**head, **extra}, metrics), table=results.BENCH)
+    console.print(f"appended {len(pairs)} row(s) to {results.table_path(folder, results.BENCH)} "
+                  "(`cnnlab results --bench`)")
+
+
+def _bench_precision(overrides: list[str], steps: int, warmup: int, repeats: int,
+                     outputs: Optional[Path]) -> None:
+    """bench-train --vs-precision: fp32 against bf16, channels_last and NCHW, side by side."""
+    from cnnlab.bench import precision as bench
+    from cnnlab.bench.train import check_args
+
+    check_args(steps, warmup, repeats, 0)
+    bench.check_overrides(overrides)
+    from cnnlab import threads
+
+    threads.prepare()
+    conf = _compose(overrides)
+
+    from omegaconf import OmegaConf
+    from rich.console import Console
+    from rich.table import Table
+
+    from cnnlab import results
+    from cnnlab.run import ensure_writable
+
+    folder = ensure_writable(Path(outputs or conf.outputs))
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(f"{steps} steps per variant and round after {warmup} warm-up, {repeats} round(s) ...")
+    r = bench.run(overrides, steps=steps, warmup=warmup, repeats=repeats,
+                  echo=lambda line: console.print(line, markup=False))
+    import torch
+
+    table = Table(title=f"bench-train --vs-precision {conf.model.name} on {conf.data.name}, batch "
+                        f"{conf.trainer.batch_size}, {torch.get_num_threads()} thread(s), {r.cpu}: "
+                        f"end-to-end images/s (median of {repeats})", header_style="bold")
+    for col in ("variant", "img/s", "vs fp32"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for v in r.variants:
+        table.add_row(v, f"{r.rate(v):,.0f}", f"{r.ratio(v):.2f}x")
+    console.print(table)
+    console.print(f"bf16_mixed / fp32 = {r.ratio('bf16_mixed'):.2f}x, bf16_pure / fp32 = "
+                  f"{r.ratio('bf16_pure'):.2f}x, channels_last / NCHW (fp32) = "
+                  f"{r.rate('fp32') / r.rate('fp32, NCHW'):.2f}x on {r.cpu}", soft_wrap=True, markup=False)
+    cfg_dict = OmegaConf.to_container(conf, resolve=True)
+    head = {"run_id": f"bench-precision-{time.strftime('%Y%m%d-%H%M%S')}",
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": "bench"}
+    pairs = bench.rows(r)
+    for extra, metrics in pairs:
+        results.append_row(folder, results.make_row(cfg_dict, {**head, **extra}, metrics), table=results.BENCH)
+    console.print(f"appended {len(pairs)} row(s) to {results.table_path(folder, results.BENCH)} "
+                  "(`cnnlab results --bench`)")

@@ -41,6 +41,7 @@ def bench_conv(
     repeats: int = typer.Option(5, "--repeats", help="Timed calls per algorithm and layer (after warm-up)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads (default: torch's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default outputs/bench-conv/<time>/)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto (cuda when a GPU is present): where the algorithms run; on cuda `library` is cuDNN."),
 ):
     """Time, GFLOP/s, extra memory and error of conv algorithms per layer, or --design blocks."""
     from cnnlab.bench import suites
@@ -60,6 +61,9 @@ def bench_conv(
     from cnnlab import results
     from cnnlab.run import ensure_writable
 
+    from cnnlab.training.device import resolve_device
+
+    dev = resolve_device(device, what="--device")  # an unknown or absent device: one line
     if threads:
         torch.set_num_threads(threads)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -77,7 +81,8 @@ def bench_conv(
                            ("params", "macs", "receptive_field", "median_ms", "params_ratio",
                             "macs_ratio", "ms_ratio")}} for r in df.itertuples()]
     else:
-        df = _conv(console, folder, suite, algos, precision, batch, shape, quick, backward, repeats)
+        df = _conv(console, folder, suite, algos, precision, batch, shape, quick, backward, repeats,
+                   str(dev))
         metric_rows = [{"bench_suite": r["suite"], "bench_layer": r["layer"],
                         "bench_algo": r["algo"], "precision": r["precision"],
                         **{f"bench_{k}": r[k] for k in
@@ -106,7 +111,8 @@ def _write(df, folder: Path, stem: str) -> None:
     (folder / f"{stem}.md").write_text(markdown_table(df), encoding="utf-8")
 
 
-def _conv(console, folder, suite, algos, precision, batch, shape, quick, backward, repeats):
+def _conv(console, folder, suite, algos, precision, batch, shape, quick, backward, repeats,
+          device: str = "cpu"):
     from rich.table import Table
 
     from cnnlab.bench import conv
@@ -115,12 +121,14 @@ def _conv(console, folder, suite, algos, precision, batch, shape, quick, backwar
     with console.status("measuring ...") as status:
         df = conv.measure(suite=suite, algos=_split(algos) if algos else None,
                           precisions=tuple(_split(precision)), batch=batch, shapes=shape,
-                          repeats=repeats, backward=backward, quick=quick,
+                          repeats=repeats, backward=backward, quick=quick, device=device,
                           progress=lambda s: status.update(f"measuring {s} ..."))
     m, peaks = df.attrs["machine"], df.attrs["peak_gflops"]
     title = (f"bench-conv {df.suite.iloc[0]}{' (quick)' if quick else ''}, "
-             f"{'forward+backward' if backward else 'forward'}, {m['threads']} threads on {m['cpu']}"
-             f" [{m['cpu_flags']}], load {m['load_avg']}; matmul peak "
+             f"{'forward+backward' if backward else 'forward'}, "
+             + (f"on {m.get('device_name', device)}" if device.startswith("cuda") else
+                f"{m['threads']} threads on {m['cpu']} [{m['cpu_flags']}]")
+             + f", load {m['load_avg']}; matmul peak "
              + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()))
     table = Table(title=title, header_style="bold")
     for col in SHOW + ["note"]:

@@ -16,11 +16,12 @@ def resume(run_dir: Path = typer.Argument(..., help="The run folder (outputs/run
     """Continue an interrupted run from its checkpoints/last.pt, in the same folder."""
     from rich.console import Console
 
-    from cnnlab import checkpoint
+    from cnnlab import checkpoint, threads
     from cnnlab.config import load_config, validate
     from cnnlab.errors import UsageError
     from cnnlab.training.recipe import train as run_train
 
+    threads.prepare()  # before torch is imported: OpenMP reads its wait policy once
     if not (run_dir / "config.yaml").is_file():
         raise UsageError(f"{run_dir} is not a run folder (no config.yaml)")
     if not _lost_its_row(run_dir):  # such a run only appends its row: no checkpoint needed

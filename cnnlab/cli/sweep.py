@@ -22,10 +22,12 @@ def sweep(
     """Run a grid of training jobs through Hydra's multirun; tables, plots and a verdict at the end."""
     from rich.console import Console
 
+    from cnnlab import threads
     from cnnlab.lab import report
     from cnnlab.lab import sweep as sw
     from cnnlab.run import outputs_dir
 
+    threads.prepare()  # before torch is imported: OpenMP reads its wait policy once
     p, spec = sw.plan_targets(list(targets or []), outputs_dir(), scale=scale, resume=resume,
                               metric=metric, direction=direction)
     console = Console()

@@ -40,6 +40,9 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
         kind, overrides = _cfg_kind(cfg, overrides)
         typer.echo(_config_text(kind, overrides, resolve), nl=False)
         return
+    from cnnlab import threads
+
+    threads.prepare()  # before torch is imported: OpenMP reads its wait policy once
     conf = _compose(overrides)
     from rich.console import Console
 

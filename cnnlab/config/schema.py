@@ -137,7 +137,10 @@ class TrainerConfig:
     # none | linear: optim.lr x processes, for the N x larger global batch (Goyal et al. 2017,
     # "Accurate, large minibatch SGD", sec. 2.1; pair it with sched.warmup_epochs, their 5)
     lr_scaling: str = "none"
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # torch intra-op threads on CPU: auto (from the CPUs this process may use, the processes
+    # sharing them and how busy the machine is at the start: cnnlab/threads.py), N, or 0 for
+    # torch's default (one per core). Any: an int or the string auto
+    threads: Any = "auto"
     deterministic: bool = True
     # NHWC activations and weights: auto = on where it is measured faster (CPU oneDNN convs, and
     # CUDA under 16-bit precision, whose tensor-core kernels are NHWC), off for fp64 and CUDA

@@ -118,31 +118,58 @@ def make_flip(cfg: Any, **_):
     return flip
 
 
+def _crop_gather(x: torch.Tensor, gen, pad: int, size: int, flip_p: float | None = None,
+                 padded: bool = True):
+    """Random crops of the zero-padded batch in one gather: (crops (N, C, oh * ow), a fresh tensor;
+    outside). padded=True gathers from an F.pad copy (outside is None); padded=False gathers from
+    the image itself, source rows and columns clamped to its border, and `outside` (bool
+    (N, 1, oh * ow), None when pad is 0) marks the pixels that fall in the padding, for the
+    caller to zero or, for pca, to replace with the lighting shift alone: one pass less over
+    the batch (crop, flip, pca: about 1.5x on a CPU). Draws: offsets y, offsets x, then the
+    mirror mask when flip_p is given, as separate crop and flip ops draw."""
+    n, c, h, w = x.shape
+    oh, ow = (size, size) if size else (h, w)
+    _check(oh <= h + 2 * pad and ow <= w + 2 * pad,
+           f"aug.crop_size={size} is larger than the {h}x{w} images plus aug.crop_padding={pad} on "
+           f"each side")
+    dev = x.device
+    oy = torch.randint(0, h + 2 * pad - oh + 1, (n,), generator=gen, device=dev)
+    ox = torch.randint(0, w + 2 * pad - ow + 1, (n,), generator=gen, device=dev)
+    cols = torch.arange(ow, device=dev)
+    if flip_p is not None:  # column q of a mirrored crop is column ow - 1 - q of the plain one
+        cols = torch.where((_rand(n, x, gen) < flip_p).view(n, 1), ow - 1 - cols, cols)
+    if padded:  # a pixel of the padded batch, flat index row * pw + col
+        pw = w + 2 * pad
+        src = F.pad(x, (pad, pad, pad, pad)).reshape(n, c, -1)
+        idx = ((oy * pw + ox).view(n, 1, 1) + torch.arange(oh, device=dev).view(1, oh, 1) * pw
+               + cols.view(-1, 1, ow))
+        return src.gather(2, idx.view(n, 1, oh * ow).expand(n, c, oh * ow)), None
+    rows = (oy - pad).view(n, 1) + torch.arange(oh, device=dev)  # source rows in the image, (N, oh)
+    cols = (ox - pad).view(n, 1) + cols  # (N, ow)
+    idx = (rows.clamp(0, h - 1) * w).view(n, oh, 1) + cols.clamp(0, w - 1).view(n, 1, ow)
+    crops = x.reshape(n, c, h * w).gather(2, idx.view(n, 1, oh * ow).expand(n, c, oh * ow))
+    if pad == 0:
+        return crops, None
+    outside = ((rows < 0) | (rows >= h)).view(n, oh, 1) | ((cols < 0) | (cols >= w)).view(n, 1, ow)
+    return crops, outside.view(n, 1, oh * ow)
+
+
 @register_op("crop")
 def make_crop(cfg: Any, **_):
     pad = int(cfg.crop_padding)
     size = int(getattr(cfg, "crop_size", 0) or 0)
 
-    def crop(x, gen, flip_p: float | None = None):
+    def crop(x, gen, flip_p: float | None = None, then=None):
         """flip_p: also mirror each crop with this probability, in the same gather (the mask is
-        drawn after the offsets, as a separate flip op would draw it: the same result)."""
+        drawn after the offsets, as a separate flip op would draw it: the same result).
+        then: a pca op's `lighten`, applied in place to the fresh crops (same draws, same result
+        as running pca afterwards)."""
         n, c, h, w = x.shape
         oh, ow = (size, size) if size else (h, w)
-        ph, pw = h + 2 * pad, w + 2 * pad
-        _check(oh <= ph and ow <= pw, f"aug.crop_size={size} is larger than the {h}x{w} images "
-                                      f"plus aug.crop_padding={pad} on each side")
-        padded = F.pad(x, (pad, pad, pad, pad)).reshape(n, c, ph * pw)
-        oy = torch.randint(0, ph - oh + 1, (n,), generator=gen, device=x.device)
-        ox = torch.randint(0, pw - ow + 1, (n,), generator=gen, device=x.device)
-        # one gather over flat indices: row r, col q of the crop is padded pixel (oy+r, ox+q),
-        # or (oy+r, ox+ow-1-q) for a mirrored crop
-        rows = torch.arange(oh, device=x.device).view(1, oh, 1) * pw
-        cols = torch.arange(ow, device=x.device).view(1, 1, ow)
-        if flip_p is not None:
-            mirror = (_rand(n, x, gen) < flip_p).view(n, 1, 1)
-            cols = torch.where(mirror, ow - 1 - cols, cols)
-        idx = ((oy * pw + ox).view(n, 1, 1) + rows + cols).view(n, 1, oh * ow)
-        return padded.gather(2, idx.expand(n, c, oh * ow)).view(n, c, oh, ow)
+        crops, outside = _crop_gather(x, gen, pad, size, flip_p, padded=then is None)
+        if then is not None:
+            crops = then(crops, gen, outside)
+        return crops.view(n, c, oh, ow)
 
     return crop
 
@@ -281,16 +308,28 @@ def make_pca(cfg: Any, train_images=None, **_):
     proj = (eigvecs * eigvals).T.contiguous()  # (3 components, 3 channels)
     cache: dict = {}
 
-    def pca(x, gen):
+    def delta(x, gen):  # (N, 3) lighting shift per image, in x's dtype
         if x.shape[1] != 3:
             raise UsageError(f"aug op 'pca' needs 3-channel (RGB) images; got {x.shape[1]} channels")
         key = (x.device, x.dtype)
         if key not in cache:
             cache[key] = proj.to(device=x.device, dtype=torch.float32)
         alpha = torch.randn(x.shape[0], 3, generator=gen, device=x.device) * std
-        delta = (alpha @ cache[key]).to(x.dtype)
-        return (x + delta.view(-1, 3, 1, 1)).clamp_(0, 1)
+        return (alpha @ cache[key]).to(x.dtype)
 
+    def pca(x, gen):
+        return (x + delta(x, gen).view(-1, 3, 1, 1)).clamp_(0, 1)
+
+    def lighten(crops, gen, outside):
+        """pca in place on fresh (N, 3, pixels) crops whose `outside` pixels are padding (zero):
+        crops * inside + delta in one pass (pixels are finite, so * 1 and * 0 are exact)."""
+        d = delta(crops, gen).view(-1, 3, 1)
+        if outside is None:
+            return crops.add_(d).clamp_(0, 1)
+        inside = torch.logical_not(outside).to(crops.dtype)
+        return torch.addcmul(d, crops, inside, out=crops).clamp_(0, 1)
+
+    pca.lighten = lighten
     return pca
 
 
@@ -407,6 +446,27 @@ def input_size(cfg: Any, image_size) -> tuple[int, int]:
     return int(image_size[0]), int(image_size[1])
 
 
+def _fuse_crops(ops: list[str], fns: list, flip_p: float) -> list:
+    """crop, then flip and/or pca right after it, as one op: one gather crops and mirrors, and
+    the lighting is added in place to the fresh crops (alexnet: about 1.5x on a CPU). The random
+    draws and the result are those of the ops run one by one."""
+    out, i = [], 0
+    while i < len(ops):
+        if ops[i] != "crop":
+            out.append(fns[i])
+            i += 1
+            continue
+        crop_fn, i = fns[i][1], i + 1
+        p = None
+        if i < len(ops) and ops[i] == "flip":
+            p, i = flip_p, i + 1
+        then = None
+        if i < len(ops) and ops[i] == "pca":
+            then, i = fns[i][1].lighten, i + 1
+        out.append((False, lambda x, gen, f=crop_fn, p=p, then=then: f(x, gen, flip_p=p, then=then)))
+    return out
+
+
 def create(cfg: Any, train_images=None) -> Callable | None:
     """The preset's ops composed in order, or None for no augmentation (see the module docstring).
 
@@ -418,10 +478,7 @@ def create(cfg: Any, train_images=None) -> Callable | None:
     if not ops:
         return None
     fns = [(o in _MIXING, f(cfg, train_images=train_images)) for o, f in zip(ops, factories)]
-    for i in range(len(ops) - 2, -1, -1):  # crop then flip: one gather does both (about 1.7x)
-        if ops[i:i + 2] == ["crop", "flip"]:
-            crop_fn, p = fns[i][1], float(cfg.flip_p)
-            fns[i:i + 2] = [(False, lambda x, gen, crop_fn=crop_fn, p=p: crop_fn(x, gen, flip_p=p))]
+    fns = _fuse_crops(ops, fns, float(cfg.flip_p))
     mixes = any(m for m, _ in fns)
 
     def augment(x, gen, y=None, num_classes=None):

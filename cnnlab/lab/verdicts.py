@@ -221,7 +221,18 @@ def _gather(v: VerdictSpec, metric: str, df, axes: list[str], ensembles) -> dict
         return {**_gather_ensemble(ensembles), "metric": metric}
     if metric not in df.columns:
         return {"tests": [], "evidence": [], "note": f"no '{metric}' values (every job failed?)"}
-    return {**GATHER[v.kind](v, metric, df, axes), "metric": metric}
+    return {**GATHER[v.kind](v, metric, df, axes), "metric": metric,
+            "measured_on": measured_on(metric, df)}
+
+
+def measured_on(metric: str, df) -> str:
+    """For a speed metric (images/s, seconds), the devices its rows ran on (a CPU's name says
+    which 16-bit arithmetic it has natively: cnnlab.machine.device_name); "" otherwise: a
+    speed verdict holds for the machine it was measured on."""
+    speed = metric.endswith(("per_sec", "_seconds"))
+    if not speed or "device_name" not in df.columns:
+        return ""
+    return ", ".join(sorted(set(df["device_name"].dropna().astype(str))))
 
 
 def _test(d, cell: dict, label: str, p_dir: tuple[float, int], **extra) -> dict:
@@ -245,7 +256,10 @@ def _settle(v: VerdictSpec, part: dict, m: int) -> dict:
         return {"kind": v.kind, "verdict": "inconclusive", "text": part["note"], "evidence": [],
                 "tests": []}
     verdict = _rule_verdict(v, part)
-    return {"kind": v.kind, "verdict": verdict, "text": TEXT[v.kind](v, part, verdict),
+    text = TEXT[v.kind](v, part, verdict)
+    if part.get("measured_on"):
+        text += f" (measured on {part['measured_on']})"
+    return {"kind": v.kind, "verdict": verdict, "text": text,
             "evidence": part["evidence"], "tests": part["tests"]}
 
 

@@ -25,7 +25,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def resolve_device(name: str):
+def resolve_device(name: str, what: str = "trainer.accelerator"):
+    """The torch device `name` names (auto: cuda, mps, else cpu); `what` is the setting errors name."""
     import torch
 
     if name == "auto":
@@ -39,11 +40,11 @@ def resolve_device(name: str):
     except RuntimeError:
         raise UsageError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"trainer.accelerator={name} but this machine has no CUDA device")
+        raise UsageError(f"{what}={name} but this machine has no CUDA device")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UsageError(f"trainer.accelerator={name} but this machine has no MPS device")
+        raise UsageError(f"{what}={name} but this machine has no MPS device")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"trainer.accelerator={name} is not supported; use auto, cpu, cuda, cuda:N or mps")
+        raise UsageError(f"{what}={name} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 

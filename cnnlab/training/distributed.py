@@ -21,9 +21,9 @@ engine needs. `plan(cfg)` picks one of three modes:
 
 What N processes do (cnnlab/training/recipe.py and cnnlab/training/engine.py call the hooks below):
 
-- backend gloo on CPU, NCCL on CUDA with one GPU per local rank. On CPU with trainer.threads=0,
-  each process takes an equal share of the cores (torchrun sets OMP_NUM_THREADS=1 for the same
-  reason: N processes x all cores oversubscribes the machine).
+- backend gloo on CPU, NCCL on CUDA with one GPU per local rank. On CPU (trainer.threads auto
+  or 0) each process takes an equal share of the cores, auto of the idle ones (torchrun sets
+  OMP_NUM_THREADS=1 for the same reason: N processes x all cores oversubscribes the machine).
 - every rank builds the same seeded splits; a training epoch is one seeded permutation of which
   rank r takes every N-th sample from r (the last len % N samples of the epoch's order are left
   out, so every rank takes the same number of steps). trainer.batch_size is per process: the

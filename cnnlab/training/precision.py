@@ -22,11 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnnlab.config.checks import AMP_DTYPES, DTYPES, ROUNDINGS, SCALERS  # noqa: F401  (checked at compose)
-from cnnlab.machine import cpu_flags
-
-# /proc/cpuinfo flags of CPUs with native 16-bit arithmetic (x86 AVX-512/AMX, Linux aarch64)
-NATIVE_FLAGS = {"bfloat16": {"avx512_bf16", "amx_bf16", "bf16"},
-                "float16": {"avx512_fp16", "amx_fp16", "asimdhp"}}
+from cnnlab.machine import NATIVE_16BIT, cpu_flags, native_16bit
 
 
 class PrecisionWarning(UserWarning):
@@ -45,6 +41,7 @@ class Precision:
     skipped_steps: int = 0  # optimizer steps the scaler skipped (inf/nan gradients)
     steps: int = 0  # optimizer steps taken
     pure: bool = False  # 16-bit weights: updates go through fp32 copies and `rounding`
+    _scale: Any = None  # the loss scale after the last update (None: read it from the scaler)
 
     @property
     def loss_scale(self) -> float:
@@ -87,10 +84,13 @@ class Precision:
         if grad_clip > 0:  # clip the true gradients, not the scaled ones
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        before = scaler.get_scale()
+        # the scale the last update left (get_scale() copies it to the host: on CUDA a wait for
+        # the device, so it is read once per step, after the update, not before it too)
+        before = self._scale if self._scale is not None else scaler.get_scale()
         scaler.step(optimizer)  # skipped when the gradients hold inf/nan
         scaler.update()  # ...and then the scale backs off: a smaller scale means a skip
-        return scaler.get_scale() >= before
+        self._scale = scaler.get_scale()
+        return self._scale >= before
 
     def _pure_step(self, optimizer, grad_clip: float) -> None:
         """The optimizer updates fp32 copies of the 16-bit weights (its state is created and kept
@@ -122,6 +122,7 @@ class Precision:
         self.skipped_steps, self.steps = state["skipped_steps"], state["steps"]
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+            self._scale = None  # read again from the loaded scaler
         if self.generator is not None and state.get("generator") is not None:
             self.generator.set_state(state["generator"])
 
@@ -197,9 +198,9 @@ def create(cfg: Any, device) -> Precision:
     low = amp or (dtype if pure else None)
     if device.type == "cpu" and low is not None:
         flags = cpu_flags()
-        if not (flags and flags & NATIVE_FLAGS[low]):
+        if flags is not None and not native_16bit(flags)[low]:
             _warn(f"precision={name}: this CPU has no native {low} arithmetic "
-                  f"({'/'.join(sorted(NATIVE_FLAGS[low]))} not found); expect much slower training than fp32")
+                  f"({'/'.join(NATIVE_16BIT[low])} not found); expect much slower training than fp32")
 
     scaler = None
     if scaling == "dynamic":

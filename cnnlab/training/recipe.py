@@ -33,6 +33,7 @@ class RunParts:
     # validation split (None: trainer.train_eval_size=0)
     train_eval_loader: Any = None
     aug: Any = None  # the training augmentation (cnnlab.data.augment.create), None without ops
+    threads_why: str = ""  # how trainer.threads was resolved (cnnlab.threads), for train.log
 
     @property
     def eval_crop(self):
@@ -61,9 +62,9 @@ def build_parts(cfg, ctx=None) -> RunParts:
     from cnnlab.training import precision
 
     device = resolve_device(cfg.trainer.accelerator) if ctx is None else ctx.device
-    threads = cfg.trainer.threads or (ctx.default_threads() if ctx and device.type == "cpu" else 0)
-    if threads:
-        torch.set_num_threads(threads)
+    plan = thread_plan(cfg, ctx, device)
+    if plan is not None:
+        torch.set_num_threads(plan.threads)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     bundle = data.create(cfg.data)
     torch.manual_seed(cfg.seed)  # model init must not depend on what data loading drew
@@ -76,11 +77,41 @@ def build_parts(cfg, ctx=None) -> RunParts:
     model, shard = _join_ranks(model, cfg, ctx)
     parts = RunParts(bundle=bundle, model=model, device=device, precision=prec,
                      **_loaders(cfg, bundle, aug, device, channels_last, prec.param_dtype, shard),
-                     input_size=size, channels_last=channels_last, aug=aug)
+                     input_size=size, channels_last=channels_last, aug=aug,
+                     threads_why=plan.describe() if plan is not None else "torch's default (trainer.threads=0)")
     if len(bundle.train) < 2 or len(parts.train_loader) == 0:
         # batch norm needs two samples per batch; one image cannot train anything useful anyway
         raise UsageError(f"the training split has {len(bundle.train)} image(s): too few for one batch")
     return parts
+
+
+def thread_plan(cfg, ctx, device):
+    """trainer.threads resolved by cnnlab.threads (auto: from the usable CPUs, the processes
+    sharing them and the load at the start); None keeps torch's default (0, one process)."""
+    from cnnlab import threads
+
+    setting = cfg.trainer.threads
+    jobs = ctx.local_world if ctx is not None else _sweep_jobs()
+    if setting == 0:
+        if ctx is None or device.type != "cpu":
+            return None
+        setting = ctx.default_threads()  # N processes x all cores would oversubscribe
+    return threads.plan(setting, jobs=jobs)
+
+
+def _sweep_jobs():
+    """The jobs a Hydra sweep runs side by side (its joblib launcher's n_jobs), None elsewhere."""
+    import os
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        n = HydraConfig.get().launcher.get("n_jobs") if HydraConfig.initialized() else None
+    except Exception:  # no Hydra job, or a launcher without n_jobs
+        return None
+    if not isinstance(n, int) or n == 0:
+        return None
+    return n if n > 0 else max(1, (os.cpu_count() or 1) + 1 + n)  # joblib: -1 is every CPU
 
 
 def _create_model(cfg, bundle, size, ctx):
@@ -376,6 +407,8 @@ def _log_start(run, cfg, parts: RunParts, ctx, world: int, lr: float) -> None:
     run.log(f"data {b.name}: train {len(b.train)} val {len(b.val)} test {len(b.test)}, "
             f"{b.num_classes} classes, {b.in_chans}x{b.image_size[0]}x{b.image_size[1]}"
             + (f", read from {b.info['source']}" if b.info.get("source") else ""))
+    if parts.device.type == "cpu":
+        run.log(f"threads: {parts.threads_why}")
     if ctx is not None:
         run.log(f"data-parallel: {world} processes ({ctx.backend}, {ctx.source}), batch "
                 f"{batch} per process = {world * batch} global, "

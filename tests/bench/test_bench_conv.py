@@ -166,3 +166,15 @@ def test_gradients_through_autograd_match_conv2d(algo):
     gx, gw = torch.autograd.grad(convalgos.ALGOS[algo](x, w, 1, 1), (x, w), gy)
     rx, rw = torch.autograd.grad(F.conv2d(x, w, padding=1), (x, w), gy)
     assert torch.allclose(gx, rx, atol=1e-10) and torch.allclose(gw, rw, atol=1e-10)
+
+
+def test_bench_conv_device_cuda_without_a_gpu_is_one_line(tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from cnnlab.cli.main import app
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    out = CliRunner().invoke(app, ["bench-conv", "--quick", "--device", "cuda", "--out", str(tmp_path / "bc")])
+    assert out.exit_code == 2 and out.output.strip() == "error: --device=cuda but this machine has no CUDA device"

@@ -49,6 +49,27 @@ def test_preview_rejects_bad_counts():
     assert out.exit_code == 2
 
 
-def test_bench_prints_both_rates():
-    out = runner.invoke(app, ["aug", "bench", "--batch", "32"])
-    assert out.exit_code == 0 and "img/s" in out.output and "faster" in out.output
+def test_bench_prints_the_fair_and_per_image_ratios_and_appends_rows(outputs):
+    out = runner.invoke(app, ["aug", "bench", "--batch", "8", "--size", "12", "--rounds", "2",
+                              "--threads", "1"])
+    assert out.exit_code == 0, out.output
+    assert "cnnlab / fair: " in out.output and "cnnlab / per-image v2: " in out.output
+    assert "target" not in out.output  # no made-up absolute target
+    import pandas as pd
+
+    rows = pd.read_csv(outputs / "bench.csv")
+    assert list(rows["bench_pipeline"]) == ["cnnlab", "fair", "per-image v2"]
+    assert (rows["bench_images_per_sec"] > 0).all() and (rows["threads"] == 1).all()
+    assert (rows["aug"] == "alexnet").all()
+
+
+def test_bench_without_a_fair_baseline_says_so(outputs):
+    out = runner.invoke(app, ["aug", "bench", "aug=mixup", "--batch", "8", "--size", "12", "--rounds", "1"])
+    assert out.exit_code == 0, out.output
+    assert "cnnlab / fair: n/a" in out.output and "mixup" in out.output
+
+
+@pytest.mark.parametrize("args", [["--batch", "0"], ["--rounds", "0"], ["--threads", "-1"]])
+def test_bench_rejects_bad_counts(args):
+    out = runner.invoke(app, ["aug", "bench", *args])
+    assert out.exit_code == 2 and len(out.output.strip().splitlines()) == 1

@@ -354,3 +354,23 @@ def test_crop_then_flip_runs_as_one_gather_with_the_same_result():
     mirrored = augment.OPS.get("crop")(compose(["aug=crop", "aug.crop_padding=0"]).aug)(
         x, torch.Generator().manual_seed(0), flip_p=1.0)
     assert torch.equal(mirrored, x.flip(3))
+
+
+@pytest.mark.parametrize("overrides", [["aug=alexnet"], ["aug=[crop,pca]"], ["aug=alexnet", "aug.crop_size=20"],
+                                       ["aug=alexnet", "aug.crop_padding=0"],
+                                       ["aug=[crop,flip,pca,crop,flip]", "aug.crop_padding=9"]])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_crop_flip_pca_fused_equals_the_ops_one_by_one(overrides, dtype):
+    """create() gathers crops from the unpadded image and adds the lighting in place (padding
+    pixels get the shift alone); images and draws equal the ops run one by one."""
+    cfg = compose(overrides).aug
+    fused = augment.create(cfg, train_images=TRAIN)
+    ops = [augment.OPS.get(o)(cfg, train_images=TRAIN) for o in cfg.ops]
+    x = torch.rand(17, 3, 20, 24, generator=_gen(1)).to(dtype).contiguous(memory_format=torch.channels_last)
+    for seed in range(3):
+        ref, g = x, _gen(seed)
+        for op in ops:
+            ref = op(ref, g)
+        g2 = _gen(seed)
+        assert torch.equal(fused(x, g2), ref)
+        assert torch.equal(g.get_state(), g2.get_state())

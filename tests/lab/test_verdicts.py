@@ -451,3 +451,17 @@ def test_a_censored_effect_says_what_is_known():
     assert "at least 7.0000 (censored runs)" in decide(spec, slow)["text"]  # median of 11 - (3,4,3,5,4)
     both = _target_rows({"sigmoid": [None] * 5, "relu": [None] * 5})
     assert "both sides never reached the target" in decide(spec, both)["text"]
+
+
+def test_a_speed_rule_says_which_machine_it_was_measured_on():
+    spec = exp.ExperimentSpec(axes={"reg": ["x", "none"]},
+                              verdict=_greater({"reg": "x"}, {"reg": "none"}, metric="images_per_sec"))
+    df = _rows({"x": [110.0, 121.0, 118.0], "none": [100.0, 101.0, 99.0]}, metric="images_per_sec")
+    df["device_name"] = "AMD EPYC (bf16: avx512_bf16; fp16: emulated)"
+    result = decide(spec, df)
+    assert result["text"].endswith("(measured on AMD EPYC (bf16: avx512_bf16; fp16: emulated))")
+    # an accuracy rule is about the claim, not the machine
+    spec = exp.ExperimentSpec(axes={"reg": ["x", "none"]}, verdict=_greater({"reg": "x"}, {"reg": "none"}))
+    df = _rows({"x": [0.8, 0.82, 0.81], "none": [0.7, 0.71, 0.72]})
+    df["device_name"] = "AMD EPYC"
+    assert "measured on" not in decide(spec, df)["text"]

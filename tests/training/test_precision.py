@@ -194,12 +194,17 @@ def test_tf32_on_cpu_says_in_one_line_that_it_is_fp32():
     assert len(warnings.formatwarning(w.message, w.category, w.filename, w.lineno).strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("flags, warns", [(set(), True), (None, True), ({"avx512_fp16"}, False)])
-def test_fp16_on_a_cpu_without_native_fp16_warns_once(monkeypatch, flags, warns):
+# None: no /proc/cpuinfo to read, so nothing known to warn about
+@pytest.mark.parametrize("preset, flags, warns", [
+    ("fp16_mixed", set(), True), ("fp16_mixed", None, False), ("fp16_mixed", {"avx512_fp16"}, False),
+    ("fp16_mixed", {"amx_fp16", "amx_tile"}, False), ("fp16_mixed", {"avx512_bf16", "amx_bf16"}, True),
+    ("bf16_mixed", {"amx_bf16", "amx_tile"}, False), ("bf16_mixed", {"avx512_bf16"}, False),
+    ("bf16_pure", {"avx2", "avx512f"}, True), ("bf16_mixed", {"avx512_fp16"}, True)])
+def test_16_bit_on_a_cpu_without_native_arithmetic_warns_once(monkeypatch, preset, flags, warns):
     monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _create("precision=fp16_mixed")
+        _create(f"precision={preset}")
     assert len(caught) == int(warns)
     if warns:
         assert "slower" in str(caught[0].message) and "\n" not in str(caught[0].message)
@@ -219,3 +224,27 @@ def test_bad_precision_settings_give_one_line(overrides, fragment):
     with pytest.raises(UsageError, match=fragment) as err:
         _create(*overrides)
     assert "\n" not in str(err.value)
+
+
+def test_a_skipped_step_is_judged_against_the_scale_the_last_update_left():
+    """The scale is read once per step (after the update); a step after a resume compares with
+    the loaded scaler's scale, not with the one this process saw last."""
+    prec = _create("precision=fp16_mixed", "precision.growth_interval=1")  # x2 after each good step
+    torch.manual_seed(0)
+    model = torch.nn.Linear(16, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
+
+    def step(scale):
+        opt.zero_grad()
+        with prec.autocast():
+            loss = torch.nn.functional.cross_entropy(model(x), y) * scale
+        return prec.step(loss, opt, model)
+
+    saved = prec.state_dict()  # scale 2**16
+    assert step(1.0) and step(1.0) and prec.scaler.get_scale() == 2.0 ** 18
+    assert not step(float("inf")) and prec.scaler.get_scale() == 2.0 ** 17  # skipped, halved
+    assert step(1.0) and prec.scaler.get_scale() == 2.0 ** 18
+    prec.load_state_dict(saved)  # back to 2**16, as a resumed run loads it
+    assert step(1.0) and prec.scaler.get_scale() == 2.0 ** 17  # taken: 2**17 >= 2**16
+    assert prec.skipped_steps == 0 and prec.steps == 1  # the counters came back too

@@ -1,0 +1,111 @@
+"""The loader's batch path: exact batches for a seed (checked against a reference built here from
+the documented rule, not from the loader), and no needless float copies of a batch."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from cnnlab.data.loader import InMemoryLoader, StreamLoader
+
+MEAN, STD = [0.2, 0.5, 0.7], [0.3, 0.25, 0.2]
+
+
+def _data(n=50, c=3, h=5, w=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+    images[0].fill_(0)
+    images[1].fill_(255)  # both ends of the range
+    return images, torch.randint(0, 10, (n,), generator=g)
+
+
+def _reference(images, labels, seed, epoch, batch_size, mean, std):
+    """The epoch's batches by the loader's rule: a randperm seeded with seed * 1_000_003 + epoch,
+    cut into batches, each pixel (v / 255 - mean) / std in float32."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    out = []
+    for b in range(0, len(order), batch_size):
+        idx = order[b:b + batch_size].tolist()
+        x = torch.stack([images[i] for i in idx]).to(torch.float32) / 255
+        out.append(((x - m) / s, torch.tensor([int(labels[i]) for i in idx])))
+    return out
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("c", [1, 3])
+def test_in_memory_batches_are_exactly_the_reference_for_a_seed(channels_last, c):
+    images, labels = _data(c=c)
+    mean, std = MEAN[:c], STD[:c]
+    loader = InMemoryLoader(images, labels, 16, mean=mean, std=std, shuffle=True, seed=7,
+                            channels_last=channels_last)
+    for epoch in (0, 3):
+        loader.set_epoch(epoch)
+        got = list(loader)
+        want = _reference(images, labels, 7, epoch, 16, mean, std)
+        assert len(got) == len(want) == 4
+        for (x, y), (rx, ry) in zip(got, want):
+            assert x.dtype == torch.float32 and y.dtype == labels.dtype
+            assert torch.equal(x, rx) and torch.equal(y, ry)
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            assert x.is_contiguous(memory_format=fmt)
+
+
+def test_every_uint8_value_normalises_to_the_same_float32_bits_as_divide_subtract_divide():
+    values = torch.arange(256, dtype=torch.int32).to(torch.uint8)
+    images = values.view(256, 1, 1, 1).repeat(1, 3, 2, 2)
+    loader = InMemoryLoader(images, torch.arange(256), 256, mean=MEAN, std=STD)
+    (x, _), = list(loader)
+    for ch in range(3):
+        ref = torch.tensor([(v / 255.0) for v in range(256)], dtype=torch.float32)
+        ref = (ref - torch.tensor(MEAN[ch])) / torch.tensor(STD[ch])
+        assert torch.equal(x[:, ch, 0, 0], ref)
+
+
+def test_bf16_loader_rounds_the_float32_batch():
+    images, labels = _data()
+    a = InMemoryLoader(images, labels, 50, mean=MEAN, std=STD)
+    b = InMemoryLoader(images, labels, 50, mean=MEAN, std=STD, dtype=torch.bfloat16)
+    (xa, _), = list(a)
+    (xb, _), = list(b)
+    assert xb.dtype == torch.bfloat16 and torch.equal(xb, xa.to(torch.bfloat16))
+
+
+def test_stream_loader_batches_are_the_reference_too():
+    images, labels = _data(n=20, c=1)
+    dataset = [(images[i], int(labels[i])) for i in range(20)]
+    loader = StreamLoader(dataset, labels, 8, mean=MEAN[:1], std=STD[:1], shuffle=True, seed=3,
+                          workers=0)
+    loader.set_epoch(2)
+    for (x, y), (rx, ry) in zip(list(loader), _reference(images, labels, 3, 2, 8, MEAN[:1], STD[:1])):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+
+
+class _FloatBuffers(TorchDispatchMode):
+    """Counts the new float tensors of a batch's size that ops allocate (out= and in-place ops
+    write into existing ones and are not counted)."""
+
+    def __init__(self, numel):
+        super().__init__()
+        self.numel, self.made = numel, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if (isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel() == self.numel
+                and not name.endswith("_") and func._overloadname != "out"
+                and name not in ("view", "alias", "permute", "detach", "_unsafe_view")):
+            self.made.append(str(func))
+        return out
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_unaugmented_batch_is_made_in_one_float_buffer(channels_last):
+    """uint8 in, normalised float32 out, with no float copy of the batch in between (the
+    divide by 255 writes straight into the output, in the model's memory order)."""
+    images, labels = _data(n=32)
+    loader = InMemoryLoader(images, labels, 32, mean=MEAN, std=STD, channels_last=channels_last)
+    it = iter(loader)
+    with _FloatBuffers(images.numel()) as mode:
+        next(it)
+    assert len(mode.made) == 1, mode.made
