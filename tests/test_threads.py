@@ -142,3 +142,32 @@ def test_threads_accepts_auto_and_counts_and_refuses_the_rest():
     for bad in ("trainer.threads=-1", "trainer.threads=many"):
         with pytest.raises(UsageError, match="trainer.threads"):
             compose([bad])
+
+
+def test_a_resumed_auto_run_keeps_the_thread_count_of_its_first_sitting(outputs, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cnnlab.cli.main import app
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "_BUSY_AT_START", None)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads, "busy_cpus", lambda: 0.0)  # idle: auto takes 2 threads
+    runner = CliRunner()
+    try:
+        out = runner.invoke(app, ["train", "data=digits", "data.train_per_class=20", "model=lenet5",
+                                  "trainer.epochs=1", "trainer.progress=none"])
+        assert out.exit_code == 0, out.output
+        (run_dir,) = (outputs / "runs").iterdir()
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["threads"] == 2
+        (run_dir / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+        monkeypatch.setattr(threads, "busy_cpus", lambda: 99.0)  # now busy: auto alone would take 1
+        out = runner.invoke(app, ["resume", str(run_dir)])
+        assert out.exit_code == 0, out.output
+        assert json.loads((run_dir / "summary.json").read_text())["threads"] == 2
+        assert "as the run's first sitting" in (run_dir / "train.log").read_text()
+    finally:
+        torch.set_num_threads(before)

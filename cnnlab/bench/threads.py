@@ -62,12 +62,9 @@ def thread_counts(cpus: int) -> list[int]:
 
 
 def check_args(steps: int, warmup: int, repeats: int, load: int | None) -> None:
-    if steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {steps}")
-    if warmup < 0:
-        raise UsageError(f"--warmup must be 0 or more, got {warmup}")
-    if repeats < 1:
-        raise UsageError(f"--repeats must be at least 1, got {repeats}")
+    from cnnlab.bench.train import check_args as check_counts
+
+    check_counts(steps, warmup, repeats, 0)
     if load is not None and load < 1:
         raise UsageError(f"--load must be at least 1 busy process, got {load}")
 

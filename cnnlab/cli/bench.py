@@ -140,11 +140,9 @@ def _bench_threads(overrides: list[str], steps: int, warmup: int, repeats: int, 
         raise UsageError("--vs-threads sets trainer.threads itself (auto and each count); drop the override")
     conf = _compose(overrides)  # bad overrides fail here, before any process starts
 
-    from omegaconf import OmegaConf
     from rich.console import Console
     from rich.table import Table
 
-    from cnnlab import results
     from cnnlab.run import ensure_writable
 
     folder = ensure_writable(Path(outputs or conf.outputs))
@@ -170,14 +168,7 @@ def _bench_threads(overrides: list[str], steps: int, warmup: int, repeats: int, 
         console.print(f"{condition}: default (auto) / best (threads={r.best(condition)}) = "
                       f"{r.ratio(condition):.2f}x ({ok} the target {bench.TARGET}); auto chose "
                       f"{r.why.get(condition, '?')}", soft_wrap=True, markup=False)
-    cfg_dict = OmegaConf.to_container(conf, resolve=True)
-    head = {"run_id": f"bench-threads-{time.strftime('%Y%m%d-%H%M%S')}",
-            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": "bench"}
-    pairs = bench.rows(r)
-    for extra, metrics in pairs:
-        results.append_row(folder, results.make_row(cfg_dict, {**head, **extra}, metrics), table=results.BENCH)
-    console.print(f"appended {len(pairs)} row(s) to {results.table_path(folder, results.BENCH)} "
-                  "(`cnnlab results --bench`)")
+    _append_rows(console, folder, conf, "bench-threads", bench.rows(r))
 
 
 def _bench_precision(overrides: list[str], steps: int, warmup: int, repeats: int,
@@ -193,11 +184,9 @@ def _bench_precision(overrides: list[str], steps: int, warmup: int, repeats: int
     threads.prepare()
     conf = _compose(overrides)
 
-    from omegaconf import OmegaConf
     from rich.console import Console
     from rich.table import Table
 
-    from cnnlab import results
     from cnnlab.run import ensure_writable
 
     folder = ensure_writable(Path(outputs or conf.outputs))
@@ -218,10 +207,18 @@ def _bench_precision(overrides: list[str], steps: int, warmup: int, repeats: int
     console.print(f"bf16_mixed / fp32 = {r.ratio('bf16_mixed'):.2f}x, bf16_pure / fp32 = "
                   f"{r.ratio('bf16_pure'):.2f}x, channels_last / NCHW (fp32) = "
                   f"{r.rate('fp32') / r.rate('fp32, NCHW'):.2f}x on {r.cpu}", soft_wrap=True, markup=False)
+    _append_rows(console, folder, conf, "bench-precision", bench.rows(r))
+
+
+def _append_rows(console, folder: Path, conf, prefix: str, pairs: list) -> None:
+    """One bench.csv row per (head extras, metrics) pair, under one run id <prefix>-<time>."""
+    from omegaconf import OmegaConf
+
+    from cnnlab import results
+
     cfg_dict = OmegaConf.to_container(conf, resolve=True)
-    head = {"run_id": f"bench-precision-{time.strftime('%Y%m%d-%H%M%S')}",
+    head = {"run_id": f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}",
             "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": "bench"}
-    pairs = bench.rows(r)
     for extra, metrics in pairs:
         results.append_row(folder, results.make_row(cfg_dict, {**head, **extra}, metrics), table=results.BENCH)
     console.print(f"appended {len(pairs)} row(s) to {results.table_path(folder, results.BENCH)} "

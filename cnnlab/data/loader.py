@@ -59,17 +59,19 @@ class _BatchPath:
         return self._normalise(x), y
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """(x - mean) / std written straight into the memory order the model wants (one pass
-        writes NHWC, instead of a copy into channels_last after). A uint8 x is divided by 255 on
-        its way into that buffer: float32 v / 255, the same bits as x.float() / 255."""
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        """(x - mean) / std, then into the memory order the model wants. The arithmetic runs in
+        NCHW order: broadcasting a per-channel mean over an NHWC buffer of 3 channels was 5-8x
+        slower on CPU (one thread, 64x3x32x32: sub 158 us and div 439 us in NHWC, against 30 and
+        52 us in NCHW, plus 60 us for the copy into NHWC after). A uint8 x is divided by 255 on
+        its way into the first buffer: float32 v / 255, the same bits as x.float() / 255."""
         if x.dtype == torch.uint8:
-            out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=fmt)
-            torch.div(x, 255, out=out).sub_(self.mean)
+            out = torch.div(x.contiguous(), 255).sub_(self.mean)
         else:
-            out = torch.empty_like(x, memory_format=fmt)
-            torch.sub(x, self.mean, out=out)
-        return out.div_(self.std).to(self.dtype)
+            out = torch.sub(x.contiguous(), self.mean)
+        out = out.div_(self.std)
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out.to(self.dtype)
 
 
 class InMemoryLoader:

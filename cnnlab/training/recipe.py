@@ -99,6 +99,18 @@ def thread_plan(cfg, ctx, device):
     return threads.plan(setting, jobs=jobs)
 
 
+def _keep_threads(cfg, parts: RunParts, state: dict) -> None:
+    """A resumed CPU run under trainer.threads=auto takes the thread count its first sitting
+    trained with, whatever the load now: parallel reductions add in an order that depends on it,
+    and a resumed run continues bit for bit."""
+    import torch
+
+    recorded = state.get("threads")
+    if cfg.trainer.threads == "auto" and parts.device.type == "cpu" and recorded:
+        torch.set_num_threads(int(recorded))
+        parts.threads_why = f"{int(recorded)} thread(s): as the run's first sitting (trainer.threads=auto)"
+
+
 def _sweep_jobs():
     """The jobs a Hydra sweep runs side by side (its joblib launcher's n_jobs), None elsewhere."""
     import os
@@ -257,6 +269,8 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
     opt = _optimization(cfg, parts, world)
     trained = ctx.wrap(parts.model) if ctx is not None else parts.model  # DDP averages the gradients
     resumed = resume.find(cfg, ctx) if cfg.get("resume") else None  # last.pt of an earlier run
+    if resumed is not None:
+        _keep_threads(cfg, parts, resumed.state)
     run = _open_run(cfg, run_dir, resumed) if main else None
     try:
         return _train_in(cfg, console, run, parts, opt, trained, resumed, ctx,

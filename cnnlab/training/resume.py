@@ -75,7 +75,14 @@ def snapshot(loop: LoopState, result, epochs_done: int, position: Optional[dict]
         "skipped_steps": result.skipped_steps, "nan_steps": result.nan_steps,
         "rollbacks": result.rollbacks, "lr_factor": 0.5 ** result.rollbacks,
         "rng": checkpoint.rng_state(),
+        "threads": _threads(),  # a resumed run under trainer.threads=auto keeps the count
     }
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _deepcopy(state: dict) -> dict:

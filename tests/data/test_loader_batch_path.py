@@ -100,12 +100,13 @@ class _FloatBuffers(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_unaugmented_batch_is_made_in_one_float_buffer(channels_last):
-    """uint8 in, normalised float32 out, with no float copy of the batch in between (the
-    divide by 255 writes straight into the output, in the model's memory order)."""
+def test_unaugmented_batch_is_made_in_one_float_buffer_and_one_nhwc_copy(channels_last):
+    """uint8 in, normalised float32 out: the divide by 255 writes straight into the first float
+    buffer, the arithmetic runs in NCHW order, and channels_last adds one copy into NHWC."""
     images, labels = _data(n=32)
     loader = InMemoryLoader(images, labels, 32, mean=MEAN, std=STD, channels_last=channels_last)
     it = iter(loader)
     with _FloatBuffers(images.numel()) as mode:
-        next(it)
-    assert len(mode.made) == 1, mode.made
+        x, _ = next(it)
+    assert len(mode.made) == 1 + channels_last, mode.made
+    assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
