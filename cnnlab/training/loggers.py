@@ -72,7 +72,17 @@ class TensorBoardLogger(RunLogger):
             self.writer.add_text("config", "\n".join("    " + ln for ln in config_yaml.splitlines()))
 
     def preview(self, figure) -> None:
-        self.writer.add_figure("train/augmentation", figure, 0)
+        """The figure as `cnnlab aug preview` saves it: cut to what it draws, its row and column
+        labels and title included (they lie outside the image axes, where a plain canvas ends)."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        buf = io.BytesIO()
+        figure.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.05)
+        image = np.asarray(Image.open(buf).convert("RGB"))
+        self.writer.add_image("train/augmentation", image, 0, dataformats="HWC")
         self.writer.flush()
 
     def epoch(self, row: dict) -> None:

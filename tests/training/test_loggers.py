@@ -57,9 +57,10 @@ def test_a_new_run_shows_its_augmentation_preview_and_trains_as_without_it(outpu
     assert "train/augmentation" in acc.Tags()["images"]
     (event,) = acc.Images("train/augmentation")
     image = Image.open(io.BytesIO(event.encoded_image_string))
-    # 6 rows and 1 + 5 columns of 96-pixel tiles (digits' 8 pixels enlarged 12x), plus labels
+    # 6 rows and 1 + 5 columns of 96-pixel tiles (digits' 8 pixels enlarged 12x), plus the row
+    # labels on the left ("3 (train #0)") and the column labels and title above
     cols, rows = 1 + loggers.PREVIEW_COPIES, loggers.PREVIEW_IMAGES
-    assert image.width > cols * 98 and image.height > rows * 98
+    assert image.width > cols * 98 + 40 and image.height > rows * 98 + 20
     without = train(tiny("data=digits", "model=lenet5", "aug=crop", "trainer.epochs=1",
                          "trainer.logger=none"))
     a = pd.read_csv(Path(with_tb["path"]) / "metrics.csv")
