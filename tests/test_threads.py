@@ -171,3 +171,19 @@ def test_a_resumed_auto_run_keeps_the_thread_count_of_its_first_sitting(outputs,
         assert "as the run's first sitting" in (run_dir / "train.log").read_text()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n_jobs, want", [(2, 2), (-1, "cpus"), (-2, "cpus-1"), (None, None), (0, None)])
+def test_a_joblib_sweeps_parallel_jobs_share_the_cpus(monkeypatch, n_jobs, want):
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from cnnlab.training import recipe
+
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(
+        lambda: SimpleNamespace(launcher={} if n_jobs is None else {"n_jobs": n_jobs})))
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    expected = {"cpus": 8, "cpus-1": 7}.get(want, want)
+    assert recipe._sweep_jobs() == expected
