@@ -22,7 +22,7 @@ from cnnlab.lab.experiment import ExperimentSpec
 from cnnlab.lab.sweep import job_table
 from cnnlab.lab.verdicts import TARGET_METRICS, arm_summary, decide, detectable_text, mean_ci
 
-AXIS_EXCLUDE = {"job", "status", "error"}
+AXIS_EXCLUDE = {"job", "status", "error", "device_name"}
 
 
 @dataclass

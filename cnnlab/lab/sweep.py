@@ -547,10 +547,11 @@ def to_target(metrics_csv: Path, metric: str, value: float,
     return float(bound), total * bound / max(len(m), 1)
 
 
-# summary.json numbers a job row carries (the run folder holds the rest)
+# summary.json fields a job row carries (the run folder holds the rest): its numbers, and the
+# device it ran on, which a speed verdict names (cnnlab.lab.verdicts.measured_on)
 RUN_COLUMNS = ("test_acc", "test_top5", "test_loss", "best_val_acc", "train_acc", "train_loss",
                "best_epoch", "epochs_run", "params", "train_seconds", "images_per_sec",
-               "overhead_seconds", "nan_steps", "rollbacks", "skipped_images")
+               "overhead_seconds", "nan_steps", "rollbacks", "skipped_images", "device_name")
 
 
 def job_table(sweep_dir: Path, target=None):

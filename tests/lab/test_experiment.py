@@ -246,3 +246,21 @@ def test_a_diverged_run_is_censored_at_its_planned_epochs(tmp_path):
     # the same run had it stopped for another reason: censored where it stopped
     (job / "status").write_text("done")
     assert job_table(tmp_path, exp.TargetSpec(metric="val_acc", value=0.8)).iloc[0]["epochs_to_target"] == 3.0
+
+
+def test_a_job_row_carries_the_device_its_speed_was_measured_on(tmp_path):
+    import json
+
+    from cnnlab.lab.report import swept_axes
+    from cnnlab.lab.sweep import job_table
+
+    for name, seed in (("j1", 0), ("j2", 1)):
+        job = tmp_path / "jobs" / name
+        (job / "run").mkdir(parents=True)
+        (job / "job.json").write_text(json.dumps({"overrides": [f"seed={seed}"]}))
+        (job / "status").write_text("done")
+        (job / "run" / "summary.json").write_text(json.dumps(
+            {"test_acc": 0.5, "images_per_sec": 100.0 + seed, "device_name": f"CPU {name}"}))
+    jobs = job_table(tmp_path)
+    assert jobs["device_name"].tolist() == ["CPU j1", "CPU j2"]
+    assert "device_name" not in swept_axes(jobs, None)  # where it ran is no swept axis
