@@ -179,11 +179,11 @@ def test_a_joblib_sweeps_parallel_jobs_share_the_cpus(monkeypatch, n_jobs, want)
 
     from hydra.core.hydra_config import HydraConfig
 
-    from cnnlab.training import recipe
+    from cnnlab.training import device
 
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
     monkeypatch.setattr(HydraConfig, "get", staticmethod(
         lambda: SimpleNamespace(launcher={} if n_jobs is None else {"n_jobs": n_jobs})))
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     expected = {"cpus": 8, "cpus-1": 7}.get(want, want)
-    assert recipe._sweep_jobs() == expected
+    assert device._sweep_jobs() == expected

@@ -67,7 +67,7 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
 
     from cnnlab import results
     from cnnlab.bench import aug as aug_bench
-    from cnnlab.machine import cpu_name
+    from cnnlab.machine import cpu_name, device_name
     from cnnlab.run import outputs_dir
 
     # the batches are RGB size x size: compose checks the preset (pca, crop_size) against that
@@ -103,7 +103,7 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
         metrics = {"bench_pipeline": name, "bench_images_per_sec": r.rate(name),
                    "bench_cnnlab_ratio": r.ratio("cnnlab", name) if "cnnlab" in r.rounds else None,
                    "bench_batch": batch, "bench_size": size, "bench_rounds": rounds,
-                   "threads": r.threads, "device": cpu_name()}
+                   "threads": r.threads, "device": "cpu", "device_name": device_name("cpu")}
         results.append_row(outputs, results.make_row(cfg_dict, head, metrics), table=results.BENCH)
     typer.echo(f"appended {len(r.rounds)} row(s) to {results.table_path(outputs, results.BENCH)} "
                f"(`cnnlab results --bench`)")

@@ -59,11 +59,9 @@ def bench_train(
     threads.prepare()  # before torch is imported, as `cnnlab train` does
     conf = _compose(overrides)
 
-    from omegaconf import OmegaConf
     from rich.console import Console
     from rich.table import Table
 
-    from cnnlab import results
     from cnnlab.run import ensure_writable
 
     folder = ensure_writable(Path(outputs or conf.outputs))
@@ -117,15 +115,8 @@ def bench_train(
     console.print(f"{', '.join(r.lockstep)} ran in lock step; figures are means over the middle "
                   "half of the steps. On a shared machine compare ratios, not absolute figures.")
 
-    cfg_dict = OmegaConf.to_container(conf, resolve=True)
-    head = {"run_id": f"bench-train-{time.strftime('%Y%m%d-%H%M%S')}",
-            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "status": "bench"}
-    pairs = bench.metric_rows(r)
-    for name, metrics in pairs:
-        results.append_row(folder, results.make_row(cfg_dict, {**head, "bench_pipeline": name}, metrics),
-                           table=results.BENCH)
-    console.print(f"appended {len(pairs)} row(s) to {results.table_path(folder, results.BENCH)} "
-                  f"(`cnnlab results --bench`)")
+    _append_rows(console, folder, conf, "bench-train",
+                  [({"bench_pipeline": name}, metrics) for name, metrics in bench.metric_rows(r)])
 
 
 def _bench_threads(overrides: list[str], steps: int, warmup: int, repeats: int, load: Optional[int],

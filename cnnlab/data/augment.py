@@ -46,14 +46,12 @@ cutmix   paste a box of area fraction 1 - lam from x[perm], lam ~ Beta(cutmix_al
          kept after clipping (Yun et al. 2019).
 mix_mode: sample draws a lambda per image; batch draws one lambda per batch as Zhang et al.'s code.
 
-`bench(cfg)` measures a preset's throughput in images/s.
+`cnnlab aug bench` (cnnlab.bench.aug) measures a preset's throughput beside two baselines.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -501,47 +499,3 @@ def create(cfg: Any, train_images=None) -> Callable | None:
     augment.mixes = mixes
     augment.ops = ops
     return augment
-
-
-def bench(preset_cfg: Any, batch: int = 256, size: int = 32, iters: int = 20, repeats: int = 5,
-          warmup: int = 3, device: str = "cpu", channels: int = 3, num_classes: int = 10,
-          seed: int = 0, threads: int | None = None) -> float:
-    """Images per second of the preset on random batches: median over `repeats` timings of
-    `iters` calls each, after `warmup` calls. PCA statistics come from random images (not timed).
-    `threads` sets torch's intra-op CPU threads for the measurement (restored afterwards)."""
-    if threads:
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return bench(preset_cfg, batch, size, iters, repeats, warmup, device, channels,
-                         num_classes, seed)
-        finally:
-            torch.set_num_threads(before)
-    dev = torch.device(device)
-    g = torch.Generator().manual_seed(seed)
-    train = torch.randint(0, 256, (64, channels, size, size), generator=g, dtype=torch.uint8)
-    aug = create(preset_cfg, train_images=train)
-    if aug is None:
-        return float("inf")
-    x = torch.rand(batch, channels, size, size, generator=g).to(dev)
-    y = torch.randint(0, num_classes, (batch,), generator=g).to(dev)
-    gen = torch.Generator(device=dev).manual_seed(seed)
-
-    def call():
-        return aug(x, gen, y, num_classes) if aug.mixes else aug(x, gen)
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    for _ in range(warmup):
-        call()
-    sync()
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            call()
-        sync()
-        rates.append(batch * iters / (time.perf_counter() - t0))
-    return statistics.median(rates)

@@ -49,7 +49,7 @@ class _BatchPath:
         x_u8 = x_u8.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
         if self.augment is None and x_u8.dtype == torch.uint8:
-            return self._normalise(x_u8), y  # uint8 straight into the output: no float copy
+            return self._normalise(x_u8), y  # uint8 divided straight into the first float buffer
         x = x_u8.float().div_(255)
         if self.augment is not None:
             if getattr(self.augment, "mixes", False):

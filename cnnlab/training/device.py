@@ -1,4 +1,5 @@
-"""Device helpers of a run: which device, its seeding, its memory format and its peak memory.
+"""Device helpers of a run: which device, its CPU threads, its seeding, its memory format and its
+peak memory.
 (The device's name for tables is cnnlab.machine.device_name.)"""
 
 from __future__ import annotations
@@ -23,6 +24,48 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
+
+
+def thread_plan(cfg, ctx, device):
+    """trainer.threads resolved by cnnlab.threads (auto: from the usable CPUs, the processes
+    sharing them and the load at the start); None keeps torch's default (0, one process).
+    ctx: a data-parallel run's cnnlab.training.distributed.Context, or None."""
+    from cnnlab import threads
+
+    setting = cfg.trainer.threads
+    jobs = ctx.local_world if ctx is not None else _sweep_jobs()
+    if setting == 0:
+        if ctx is None or device.type != "cpu":
+            return None
+        setting = ctx.default_threads()  # N processes x all cores would oversubscribe
+    return threads.plan(setting, jobs=jobs)
+
+
+def keep_threads(cfg, state: dict):
+    """A resumed CPU run under trainer.threads=auto takes the thread count its first sitting
+    trained with (`state`, its checkpoint), whatever the load now: parallel reductions add in an
+    order that depends on it, and a resumed run continues bit for bit. Returns why, or None when
+    the count stays as planned."""
+    import torch
+
+    recorded = state.get("threads")
+    if cfg.trainer.threads != "auto" or not recorded:
+        return None
+    torch.set_num_threads(int(recorded))
+    return f"{int(recorded)} thread(s): as the run's first sitting (trainer.threads=auto)"
+
+
+def _sweep_jobs():
+    """The jobs a Hydra sweep runs side by side (its joblib launcher's n_jobs), None elsewhere."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        n = HydraConfig.get().launcher.get("n_jobs") if HydraConfig.initialized() else None
+    except Exception:  # no Hydra job, or a launcher without n_jobs
+        return None
+    if not isinstance(n, int) or n == 0:
+        return None
+    return n if n > 0 else max(1, (os.cpu_count() or 1) + 1 + n)  # joblib: -1 is every CPU
 
 
 def resolve_device(name: str, what: str = "trainer.accelerator"):

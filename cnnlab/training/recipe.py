@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import UsageError
-from cnnlab.training.device import peak_memory_mb, resolve_device, seed_everything, use_channels_last
+from cnnlab.training.device import (keep_threads, peak_memory_mb, resolve_device, seed_everything,
+                                    thread_plan, use_channels_last)
 
 
 @dataclass
@@ -83,47 +84,6 @@ def build_parts(cfg, ctx=None) -> RunParts:
         # batch norm needs two samples per batch; one image cannot train anything useful anyway
         raise UsageError(f"the training split has {len(bundle.train)} image(s): too few for one batch")
     return parts
-
-
-def thread_plan(cfg, ctx, device):
-    """trainer.threads resolved by cnnlab.threads (auto: from the usable CPUs, the processes
-    sharing them and the load at the start); None keeps torch's default (0, one process)."""
-    from cnnlab import threads
-
-    setting = cfg.trainer.threads
-    jobs = ctx.local_world if ctx is not None else _sweep_jobs()
-    if setting == 0:
-        if ctx is None or device.type != "cpu":
-            return None
-        setting = ctx.default_threads()  # N processes x all cores would oversubscribe
-    return threads.plan(setting, jobs=jobs)
-
-
-def _keep_threads(cfg, parts: RunParts, state: dict) -> None:
-    """A resumed CPU run under trainer.threads=auto takes the thread count its first sitting
-    trained with, whatever the load now: parallel reductions add in an order that depends on it,
-    and a resumed run continues bit for bit."""
-    import torch
-
-    recorded = state.get("threads")
-    if cfg.trainer.threads == "auto" and parts.device.type == "cpu" and recorded:
-        torch.set_num_threads(int(recorded))
-        parts.threads_why = f"{int(recorded)} thread(s): as the run's first sitting (trainer.threads=auto)"
-
-
-def _sweep_jobs():
-    """The jobs a Hydra sweep runs side by side (its joblib launcher's n_jobs), None elsewhere."""
-    import os
-
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        n = HydraConfig.get().launcher.get("n_jobs") if HydraConfig.initialized() else None
-    except Exception:  # no Hydra job, or a launcher without n_jobs
-        return None
-    if not isinstance(n, int) or n == 0:
-        return None
-    return n if n > 0 else max(1, (os.cpu_count() or 1) + 1 + n)  # joblib: -1 is every CPU
 
 
 def _create_model(cfg, bundle, size, ctx):
@@ -269,8 +229,8 @@ def _train(cfg, console, run_dir, job_started, ctx) -> dict:
     opt = _optimization(cfg, parts, world)
     trained = ctx.wrap(parts.model) if ctx is not None else parts.model  # DDP averages the gradients
     resumed = resume.find(cfg, ctx) if cfg.get("resume") else None  # last.pt of an earlier run
-    if resumed is not None:
-        _keep_threads(cfg, parts, resumed.state)
+    if resumed is not None and parts.device.type == "cpu":
+        parts.threads_why = keep_threads(cfg, resumed.state) or parts.threads_why
     run = _open_run(cfg, run_dir, resumed) if main else None
     try:
         return _train_in(cfg, console, run, parts, opt, trained, resumed, ctx,

@@ -1,4 +1,3 @@
-import math
 
 import numpy as np
 import pytest
@@ -321,11 +320,6 @@ def test_beta_sampler_moments():
 def test_bad_parameters_are_usage_errors(override):
     with pytest.raises(UsageError):
         _aug(["aug.ops=[flip,crop,scale,color,cutout,mixup]", override])
-
-
-def test_bench_returns_images_per_second():
-    rate = augment.bench(compose(["aug=alexnet"]).aug, batch=16, size=8, iters=2, repeats=2, warmup=1)
-    assert rate > 0 and math.isfinite(rate)
 
 
 def test_pca_statistics_from_a_streamed_dataset_match_the_tensor():
