@@ -27,7 +27,8 @@ so each follows the others equally often: tick_order) and a slow spell hits them
 Pipelines with worker processes (the DataLoader, or a streamed cnnlab loader) cannot
 interleave (their workers would run during the other steps), so they run in blocks, one per
 round, their workers shut down in between. Figures are means over the middle half of the
-steps (lock-step pipelines: of the ticks, the same ticks for all), so spikes drop out and the
+steps (lock-step pipelines: of the ticks, the same ticks for all, in runs as long as the cnnlab
+loader's chunk, so the step that makes a chunk's batches counts), so spikes drop out and the
 phases still add up to the step; ratios divide these images/s, also per round to show how much
 they move with the load.
 """
@@ -53,13 +54,17 @@ class Steps:
 
     Its figures are means over the middle half of the steps (ranked by time per image, or for
     lock-step pipelines by the time of the whole tick, so they all keep the same ticks; all
-    steps under four): spikes drop out, and the phases still add up to the step."""
+    steps under four): spikes drop out, and the phases still add up to the step. With `block`
+    > 1 the steps are ranked and kept in runs of `block` consecutive steps: a loader that makes
+    `block` batches at a time pays for them in one step of each run, which a cut by single steps
+    would drop as a spike."""
 
     seconds: list = field(default_factory=list)
     images: list = field(default_factory=list)
     rounds: list = field(default_factory=list)
     phases: dict = field(default_factory=lambda: {p: [] for p in PHASES})
     rank: list = field(default_factory=list)  # lock step: the whole tick's time, shared
+    block: int = 1  # steps ranked and kept together (the cnnlab loader's chunk)
 
     def add(self, seconds: float, images: int, phases: dict | None, round_: int) -> None:
         self.seconds.append(seconds)
@@ -74,11 +79,14 @@ class Steps:
 
     def middle(self, round_: int | None = None) -> list[int]:
         """Indices of the middle half of the steps by time per image, or by `rank` when set."""
-        idx = [i for i, r in enumerate(self.rounds) if round_ is None or r == round_]
         rank = self.rank or [s / n for s, n in zip(self.seconds, self.images)]
-        idx.sort(key=rank.__getitem__)
-        cut = len(idx) // 4
-        return idx[cut:len(idx) - cut]
+        runs = []  # consecutive steps of one round, `block` at a time
+        for r in sorted(set(self.rounds)) if round_ is None else [round_]:
+            idx = [i for i, x in enumerate(self.rounds) if x == r]
+            runs += [idx[k:k + self.block] for k in range(0, len(idx), self.block)]
+        runs.sort(key=lambda run: sum(rank[i] for i in run) / len(run))
+        cut = len(runs) // 4
+        return sorted(i for run in runs[cut:len(runs) - cut] for i in run)
 
     def images_per_sec(self, round_: int | None = None) -> float:
         keep = self.middle(round_)
@@ -490,6 +498,7 @@ def _measure(p: _Pipelines, stepper: _Stepper, parts, clock: _Clock, steps: int,
     ticks = [sum(t) for t in zip(*(records[name].seconds for name in p.lockstep))]
     for name in p.lockstep:
         records[name].rank = ticks
+        records[name].block = getattr(parts.train_loader, "chunk", 1)
     return records, rounds
 
 

@@ -63,11 +63,14 @@ from cnnlab.registry import Registry
 
 OPS = Registry("augmentation op")  # name -> factory(cfg, train_images=) -> batch function
 _MIXING: set[str] = set()  # ops that mix images and labels (mixup, cutmix)
+_PER_BATCH: set[str] = set()  # ops with a draw for the whole batch (mixing partners, colour order)
 
 
-def register_op(name: str, mixes: bool = False):
+def register_op(name: str, mixes: bool = False, per_batch: bool = False):
     if mixes:
         _MIXING.add(name)
+    if mixes or per_batch:
+        _PER_BATCH.add(name)
     return OPS.register(name)
 
 
@@ -116,40 +119,88 @@ def make_flip(cfg: Any, **_):
     return flip
 
 
-def _crop_gather(x: torch.Tensor, gen, pad: int, size: int, flip_p: float | None = None,
-                 padded: bool = True):
-    """Random crops of the zero-padded batch in one gather: (crops (N, C, oh * ow), a fresh tensor;
-    outside). padded=True gathers from an F.pad copy (outside is None); padded=False gathers from
-    the image itself, source rows and columns clamped to its border, and `outside` (bool
-    (N, 1, oh * ow), None when pad is 0) marks the pixels that fall in the padding, for the
-    caller to zero or, for pca, to replace with the lighting shift alone: one pass less over
-    the batch (crop, flip, pca: about 1.5x on a CPU). Draws: offsets y, offsets x, then the
-    mirror mask when flip_p is given, as separate crop and flip ops draw."""
-    n, c, h, w = x.shape
+FULL_TABLE_BYTES = 16 << 20  # the crop's pixel indices for every offset, kept when this small
+
+
+def _crop_tables(h: int, w: int, pad: int, oh: int, ow: int, device):
+    """Per-offset source rows and columns of a crop of the zero-padded image: rows (H + 2 pad -
+    oh + 1, oh) holds r * w for the crop's rows at each y offset, cols (2 (W + 2 pad - ow + 1),
+    ow) its columns at each x offset, plain then mirrored. A row or column in the padding holds
+    h * w, so a row plus a column at or above h * w is a padding pixel. full: every offset's
+    (oh * ow) pixel indices, row y * 2 (W + 2 pad - ow + 1) + x, when that fits FULL_TABLE_BYTES
+    (32x32 images, pad 4: 1.3 MB), else None."""
+    ny, nx = h + 2 * pad - oh + 1, w + 2 * pad - ow + 1
+    r = torch.arange(ny, device=device).view(-1, 1) + torch.arange(oh, device=device) - pad
+    rows = torch.where((r >= 0) & (r < h), r * w, h * w)
+    q = torch.arange(ow, device=device)
+    c = torch.arange(nx, device=device).view(-1, 1) + torch.cat((q, ow - 1 - q)).view(2, 1, ow) - pad
+    cols = torch.where((c >= 0) & (c < w), c, h * w).view(2 * nx, ow)
+    full = None
+    if ny * 2 * nx * oh * ow * 8 <= FULL_TABLE_BYTES:
+        full = (rows.view(ny, 1, oh, 1) + cols.view(1, 2 * nx, 1, ow)).clamp_(max=h * w)
+        full = full.view(ny * 2 * nx, oh * ow)
+    return rows, cols, full
+
+
+def _crop_pixels(n: int, h: int, w: int, gen, device, pad: int, size: int,
+                 flip_p: float | None = None, tables: dict | None = None,
+                 draw_offsets: bool = True):
+    """Random crops of the zero-padded images as source-pixel indices: ((N, oh * ow) int64, oh, ow).
+
+    Index r * w + c is pixel (r, c) of an image; index h * w stands for the padding, a zero pixel
+    the caller appends to each image's h * w (`with_pad_pixel`), so one gather crops, mirrors and
+    pads. Draws: offsets y, offsets x, then the mirror mask when flip_p is given, as separate
+    crop and flip ops draw. `tables`: a dict to keep the offset tables in between calls;
+    draw_offsets=False: no offsets drawn (pad 0, size 0: the image itself, mirrored or not)."""
     oh, ow = (size, size) if size else (h, w)
     _check(oh <= h + 2 * pad and ow <= w + 2 * pad,
            f"aug.crop_size={size} is larger than the {h}x{w} images plus aug.crop_padding={pad} on "
            f"each side")
-    dev = x.device
-    oy = torch.randint(0, h + 2 * pad - oh + 1, (n,), generator=gen, device=dev)
-    ox = torch.randint(0, w + 2 * pad - ow + 1, (n,), generator=gen, device=dev)
-    cols = torch.arange(ow, device=dev)
-    if flip_p is not None:  # column q of a mirrored crop is column ow - 1 - q of the plain one
-        cols = torch.where((_rand(n, x, gen) < flip_p).view(n, 1), ow - 1 - cols, cols)
-    if padded:  # a pixel of the padded batch, flat index row * pw + col
-        pw = w + 2 * pad
-        src = F.pad(x, (pad, pad, pad, pad)).reshape(n, c, -1)
-        idx = ((oy * pw + ox).view(n, 1, 1) + torch.arange(oh, device=dev).view(1, oh, 1) * pw
-               + cols.view(-1, 1, ow))
-        return src.gather(2, idx.view(n, 1, oh * ow).expand(n, c, oh * ow)), None
-    rows = (oy - pad).view(n, 1) + torch.arange(oh, device=dev)  # source rows in the image, (N, oh)
-    cols = (ox - pad).view(n, 1) + cols  # (N, ow)
-    idx = (rows.clamp(0, h - 1) * w).view(n, oh, 1) + cols.clamp(0, w - 1).view(n, 1, ow)
-    crops = x.reshape(n, c, h * w).gather(2, idx.view(n, 1, oh * ow).expand(n, c, oh * ow))
-    if pad == 0:
-        return crops, None
-    outside = ((rows < 0) | (rows >= h)).view(n, oh, 1) | ((cols < 0) | (cols >= w)).view(n, 1, ow)
-    return crops, outside.view(n, 1, oh * ow)
+    key = (h, w, torch.device(device))
+    tables = {} if tables is None else tables
+    if key not in tables:
+        tables[key] = _crop_tables(h, w, pad, oh, ow, device)
+    rows, cols, full = tables[key]
+    ny, nx = rows.shape[0], cols.shape[0] // 2
+    if draw_offsets:
+        oy = torch.randint(0, ny, (n,), generator=gen, device=device)
+        ox = torch.randint(0, nx, (n,), generator=gen, device=device)
+    else:  # the whole image (a flip or pca alone, fused as a crop of size 0 and padding 0)
+        oy = ox = torch.zeros(n, dtype=torch.long, device=device)
+    if flip_p is not None:  # a mirrored crop's columns are the second half of the table
+        mirror = torch.rand(n, generator=gen, device=device, dtype=torch.float32) < flip_p
+        ox = torch.add(ox, mirror, alpha=nx)
+    if full is not None:  # one row gather of precomputed indices
+        return full.index_select(0, torch.add(ox, oy, alpha=2 * nx)), oh, ow
+    pix = rows.index_select(0, oy).view(n, oh, 1) + cols.index_select(0, ox).view(n, 1, ow)
+    if pad:
+        pix = pix.clamp_(max=h * w)
+    return pix.view(n, oh * ow), oh, ow
+
+
+def with_pad_pixel(x: torch.Tensor, pad: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(N, C, H * W [+ 1]): the images' pixels, then (when pad > 0) one zero pixel for the
+    padding, in a fresh buffer (of `dtype`, default x's) that the caller may change in place."""
+    n, c, h, w = x.shape
+    src = x.new_empty((n, c, h * w + (1 if pad else 0)), dtype=dtype or x.dtype)
+    src[:, :, :h * w] = x.reshape(n, c, h * w)
+    if pad:
+        src[:, :, h * w] = 0
+    return src
+
+
+def gather_pixels(src: torch.Tensor, pix: torch.Tensor, oh: int, ow: int,
+                  channels_last: bool = False) -> torch.Tensor:
+    """(N, C, oh, ow) from (N, C, P) `src` and (N, oh * ow) pixel indices into P, in one gather;
+    channels_last: written straight into an NHWC buffer (no copy after)."""
+    n, c, _ = src.shape
+    index = pix.view(n, 1, oh * ow).expand(n, c, oh * ow)
+    if not channels_last:
+        return src.gather(2, index).view(n, c, oh, ow)
+    out = torch.empty((n, c, oh, ow), dtype=src.dtype, device=src.device,
+                      memory_format=torch.channels_last)
+    torch.gather(src, 2, index, out=out.as_strided((n, c, oh * ow), (c * oh * ow, 1, c)))
+    return out
 
 
 @register_op("crop")
@@ -157,18 +208,18 @@ def make_crop(cfg: Any, **_):
     pad = int(cfg.crop_padding)
     size = int(getattr(cfg, "crop_size", 0) or 0)
 
-    def crop(x, gen, flip_p: float | None = None, then=None):
-        """flip_p: also mirror each crop with this probability, in the same gather (the mask is
-        drawn after the offsets, as a separate flip op would draw it: the same result).
-        then: a pca op's `lighten`, applied in place to the fresh crops (same draws, same result
-        as running pca afterwards)."""
-        n, c, h, w = x.shape
-        oh, ow = (size, size) if size else (h, w)
-        crops, outside = _crop_gather(x, gen, pad, size, flip_p, padded=then is None)
-        if then is not None:
-            crops = then(crops, gen, outside)
-        return crops.view(n, c, oh, ow)
+    tables: dict = {}
 
+    def pixels(n: int, h: int, w: int, gen, device, flip_p: float | None = None):
+        return _crop_pixels(n, h, w, gen, device, pad, size, flip_p, tables)
+
+    def crop(x, gen):
+        n, c, h, w = x.shape
+        pix, oh, ow = pixels(n, h, w, gen, x.device)
+        return gather_pixels(with_pad_pixel(x, pad), pix, oh, ow)
+
+    crop.pixels = pixels
+    crop.pad = pad
     return crop
 
 
@@ -256,7 +307,7 @@ def _factors(strength: float, x, gen) -> torch.Tensor:
     return (lo + (hi - lo) * _rand(x.shape[0], x, gen)).to(x.dtype).view(-1, 1, 1, 1)
 
 
-@register_op("color")
+@register_op("color", per_batch=True)
 def make_color(cfg: Any, **_):
     strengths = {"brightness": float(cfg.brightness), "contrast": float(cfg.contrast),
                  "saturation": float(cfg.saturation)}
@@ -306,28 +357,20 @@ def make_pca(cfg: Any, train_images=None, **_):
     proj = (eigvecs * eigvals).T.contiguous()  # (3 components, 3 channels)
     cache: dict = {}
 
-    def delta(x, gen):  # (N, 3) lighting shift per image, in x's dtype
-        if x.shape[1] != 3:
-            raise UsageError(f"aug op 'pca' needs 3-channel (RGB) images; got {x.shape[1]} channels")
-        key = (x.device, x.dtype)
-        if key not in cache:
-            cache[key] = proj.to(device=x.device, dtype=torch.float32)
-        alpha = torch.randn(x.shape[0], 3, generator=gen, device=x.device) * std
-        return (alpha @ cache[key]).to(x.dtype)
+    def delta(n: int, c: int, gen, device, dtype=torch.float32):
+        """(N, 3) lighting shift per image: eigvecs @ (alpha * eigvals), alpha ~ N(0, std)."""
+        if c != 3:
+            raise UsageError(f"aug op 'pca' needs 3-channel (RGB) images; got {c} channels")
+        if device not in cache:
+            cache[device] = proj.to(device=device, dtype=torch.float32)
+        alpha = torch.randn(n, 3, generator=gen, device=device) * std
+        return (alpha @ cache[device]).to(dtype)
 
     def pca(x, gen):
-        return (x + delta(x, gen).view(-1, 3, 1, 1)).clamp_(0, 1)
+        d = delta(x.shape[0], x.shape[1], gen, x.device, x.dtype)
+        return (x + d.view(-1, 3, 1, 1)).clamp_(0, 1)
 
-    def lighten(crops, gen, outside):
-        """pca in place on fresh (N, 3, pixels) crops whose `outside` pixels are padding (zero):
-        crops * inside + delta in one pass (pixels are finite, so * 1 and * 0 are exact)."""
-        d = delta(crops, gen).view(-1, 3, 1)
-        if outside is None:
-            return crops.add_(d).clamp_(0, 1)
-        inside = torch.logical_not(outside).to(crops.dtype)
-        return torch.addcmul(d, crops, inside, out=crops).clamp_(0, 1)
-
-    pca.lighten = lighten
+    pca.delta = delta
     return pca
 
 
@@ -445,24 +488,50 @@ def input_size(cfg: Any, image_size) -> tuple[int, int]:
 
 
 def _fuse_crops(ops: list[str], fns: list, flip_p: float) -> list:
-    """crop, then flip and/or pca right after it, as one op: one gather crops and mirrors, and
-    the lighting is added in place to the fresh crops (alexnet: about 1.5x on a CPU). The random
-    draws and the result are those of the ops run one by one."""
+    """crop, flip and pca, each optional but in this order, as one op: one gather crops, mirrors
+    and pads, and the lighting is added in place to the fresh crops (a flip or pca without a crop
+    gathers with a crop of size 0 and padding 0, which draws nothing). The random draws and the
+    result are those of the ops run one by one. The fused op's `plan` gives the same draws as
+    data (`pixel_plan`), for a loader that does the pixelwise work before the gather."""
     out, i = [], 0
     while i < len(ops):
-        if ops[i] != "crop":
+        if ops[i] not in ("crop", "flip", "pca"):
             out.append(fns[i])
             i += 1
             continue
-        crop_fn, i = fns[i][1], i + 1
+        pixels, pad = _identity_pixels, 0
+        if ops[i] == "crop":
+            pixels, pad, i = fns[i][1].pixels, fns[i][1].pad, i + 1
         p = None
         if i < len(ops) and ops[i] == "flip":
             p, i = flip_p, i + 1
-        then = None
+        delta = None
         if i < len(ops) and ops[i] == "pca":
-            then, i = fns[i][1].lighten, i + 1
-        out.append((False, lambda x, gen, f=crop_fn, p=p, then=then: f(x, gen, flip_p=p, then=then)))
+            delta, i = fns[i][1].delta, i + 1
+        out.append((False, _fused_crop(pixels, pad, p, delta)))
     return out
+
+
+def _identity_pixels(n: int, h: int, w: int, gen, device, flip_p: float | None = None,
+                     _tables: dict = {}):  # noqa: B006 - the tables are kept between calls
+    return _crop_pixels(n, h, w, gen, device, 0, 0, flip_p, _tables, draw_offsets=False)
+
+
+def _fused_crop(pixels, pad: int, flip_p: float | None, delta):
+    def plan(shape, gen, device, dtype=torch.float32):
+        """(pixels (N, oh * ow), (oh, ow), shift (N, C) or None): see `pixel_plan` in create."""
+        n, c, h, w = shape
+        pix, oh, ow = pixels(n, h, w, gen, device, flip_p)
+        return pix, (oh, ow), (None if delta is None else delta(n, c, gen, device, dtype))
+
+    def fused(x, gen):
+        n, c = x.shape[:2]
+        pix, (oh, ow), shift = plan(x.shape, gen, x.device, x.dtype)
+        crops = gather_pixels(with_pad_pixel(x, pad), pix, oh, ow)
+        return crops if shift is None else crops.add_(shift.view(n, c, 1, 1)).clamp_(0, 1)
+
+    fused.plan, fused.pad = plan, pad
+    return fused
 
 
 def create(cfg: Any, train_images=None) -> Callable | None:
@@ -498,4 +567,12 @@ def create(cfg: Any, train_images=None) -> Callable | None:
 
     augment.mixes = mixes
     augment.ops = ops
+    # every draw is per image: a loader may augment several batches in one call
+    augment.per_image = not any(o in _PER_BATCH for o in ops)
+    # The whole preset is one fused crop: a gather of source pixels, then a clamped per-image
+    # channel shift. Pixelwise work commutes with a gather, so a loader may shift, clamp and
+    # normalise the source images (and their one padding pixel) first, then gather straight
+    # into the model's memory order: the same values, two passes less over the batch.
+    augment.pixel_plan = getattr(fns[0][1], "plan", None) if len(fns) == 1 else None
+    augment.pad = getattr(fns[0][1], "pad", 0)
     return augment

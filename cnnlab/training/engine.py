@@ -241,7 +241,8 @@ def _resume(loop: _Loop, result: FitResult, state: Optional[dict]) -> tuple[int,
 def _start_epoch(loop: _Loop, epoch: int, partial: Optional[dict]) -> tuple[EpochStats, int]:
     loop.model.train()
     start_batch = partial["batch"] if partial else 0
-    loop.train_loader.set_epoch(epoch, start_batch, partial["aug"] if partial else None)
+    loop.train_loader.set_epoch(epoch, start_batch, partial["aug"] if partial else None,
+                                partial.get("aug_from") if partial else None)
     loop.progress.start_epoch(epoch, len(loop.train_loader), start_batch)
     return EpochStats.begin(loop.train_loader.path.device, partial, loop.optimizer), start_batch
 

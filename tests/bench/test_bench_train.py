@@ -118,3 +118,19 @@ def test_twin_in_the_other_memory_order_computes_the_same_step():
     a = torch.nn.functional.cross_entropy(parts.model(x), y)
     b = torch.nn.functional.cross_entropy(twin(x.contiguous()), y)
     assert torch.allclose(a, b, rtol=1e-5)
+
+
+def test_steps_of_a_chunked_loader_are_kept_in_runs_so_the_chunk_step_counts():
+    """A loader that makes 4 batches at a time pays in one step of four: a middle-half cut by
+    single steps would drop every paying step as a spike; runs of `block` steps keep their mean."""
+    steps = bench.Steps()
+    for r in range(2):
+        for i in range(32):
+            steps.add(4.0 if i % 4 == 0 else 1.0, 1, None, r)
+    assert steps.ms() == 1000.0  # by single steps: the paying steps are all cut
+    steps.block = 4
+    assert steps.ms() == pytest.approx(1750.0)  # (4 + 1 + 1 + 1) / 4 per step, in seconds * 1000
+    assert steps.images_per_sec(1) == pytest.approx(4 / 7)
+    # a slow spell still drops out, as whole runs
+    steps.seconds[8:12] = [40.0] * 4
+    assert steps.ms() == pytest.approx(1750.0)

@@ -120,7 +120,10 @@ def test_help_through_main_does_not_import_torch():
     assert "--install-completion" in out.stdout and "--version" in out.stdout
 
 
-def test_show_completion_prints_a_completion_script():
+def test_show_completion_prints_a_completion_script(monkeypatch):
+    # typer reads the shell from the parent processes unless told not to; under a background
+    # job that finds none, and `bash` below would be ignored
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     out = runner.invoke(app, ["--show-completion", "bash"], prog_name="cnnlab")
     assert out.exit_code == 0, (out.output, out.exception)
     assert "complete" in out.output and "cnnlab" in out.output

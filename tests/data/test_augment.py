@@ -345,14 +345,17 @@ def test_crop_then_flip_runs_as_one_gather_with_the_same_result():
             ref = op(ref, g)
         out = fused(x, torch.Generator().manual_seed(seed))
         assert torch.equal(out, ref)
-    mirrored = augment.OPS.get("crop")(compose(["aug=crop", "aug.crop_padding=0"]).aug)(
-        x, torch.Generator().manual_seed(0), flip_p=1.0)
+    crop = augment.OPS.get("crop")(compose(["aug=crop", "aug.crop_padding=0"]).aug)
+    pix, oh, ow = crop.pixels(33, 20, 24, torch.Generator().manual_seed(0), "cpu", flip_p=1.0)
+    mirrored = augment.gather_pixels(augment.with_pad_pixel(x, 0), pix, oh, ow)
     assert torch.equal(mirrored, x.flip(3))
 
 
 @pytest.mark.parametrize("overrides", [["aug=alexnet"], ["aug=[crop,pca]"], ["aug=alexnet", "aug.crop_size=20"],
                                        ["aug=alexnet", "aug.crop_padding=0"],
-                                       ["aug=[crop,flip,pca,crop,flip]", "aug.crop_padding=9"]])
+                                       ["aug=[crop,flip,pca,crop,flip]", "aug.crop_padding=9"],
+                                       ["aug=flip"], ["aug=pca"], ["aug=[flip,pca]"],
+                                       ["aug=[pca,flip,crop,cutout]"]])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_crop_flip_pca_fused_equals_the_ops_one_by_one(overrides, dtype):
     """create() gathers crops from the unpadded image and adds the lighting in place (padding

@@ -94,7 +94,7 @@ class _FloatBuffers(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if (isinstance(out, torch.Tensor) and out.is_floating_point() and out.numel() == self.numel
                 and not name.endswith("_") and func._overloadname != "out"
-                and name not in ("view", "alias", "permute", "detach", "_unsafe_view")):
+                and name not in ("view", "alias", "permute", "detach", "_unsafe_view", "slice")):
             self.made.append(str(func))
         return out
 
@@ -110,3 +110,103 @@ def test_unaugmented_batch_is_made_in_one_float_buffer_and_one_nhwc_copy(channel
         x, _ = next(it)
     assert len(mode.made) == 1 + channels_last, mode.made
     assert x.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+# --------------------------------------------------------------------------- augmented batches
+
+def _augmented_reference(images, labels, cfg, seed, epoch, batch_size, chunk, channels_last):
+    """The epoch's batches by the documented rule, from the preset's ops run one by one: chunks
+    of `chunk` batches, each chunk's images v / 255 through the ops with the augmentation
+    generator (seed aug_seed * 1_000_003 + epoch, aug_seed = seed + 1), then (x - mean) / std."""
+    from cnnlab.data import augment
+
+    ops = [augment.OPS.get(o)(cfg, train_images=images) for o in cfg.ops]
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    gen = torch.Generator().manual_seed((seed + 1) * 1_000_003 + epoch)
+    m = torch.tensor(MEAN).view(1, -1, 1, 1)
+    s = torch.tensor(STD).view(1, -1, 1, 1)
+    out = []
+    for b in range(0, len(order), batch_size * chunk):
+        idx = order[b:b + batch_size * chunk]
+        x = images[idx].to(torch.float32) / 255
+        for op in ops:
+            x = op(x, gen)
+        x = (x - m) / s
+        for k in range(0, len(idx), batch_size):
+            out.append((x[k:k + batch_size], labels[idx[k:k + batch_size]]))
+    return out
+
+
+@pytest.mark.parametrize("preset", [["aug=alexnet"], ["aug=crop_flip"], ["aug=flip"], ["aug=pca"],
+                                    ["aug=alexnet", "aug.crop_size=3"], ["aug=crop"],
+                                    ["aug=[flip,cutout]", "aug.cutout_size=2"]])
+@pytest.mark.parametrize("chunk", [1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_augmented_batches_are_the_ops_one_by_one_then_normalised(preset, chunk, channels_last):
+    """The loader's fused path (shift, clamp and normalise before one gather into the model's
+    memory order) gives the same bits as the ops run one by one and then normalised."""
+    from cnnlab.config import compose
+    from cnnlab.data import augment
+
+    images, labels = _data(n=50, h=5, w=4)
+    cfg = compose(["data=shapes", *preset]).aug
+    aug = augment.create(cfg, train_images=images)
+    loader = InMemoryLoader(images, labels, 8, mean=MEAN, std=STD, shuffle=True, seed=4,
+                            augment=aug, channels_last=channels_last, chunk=chunk)
+    loader.set_epoch(2)
+    got = list(loader)
+    want = _augmented_reference(images, labels, cfg, 4, 2, 8, chunk, channels_last)
+    assert len(got) == len(want) == 7
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for (x, y), (rx, ry) in zip(got, want):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+        assert x.is_contiguous(memory_format=fmt)
+
+
+def test_a_chunked_epoch_resumes_mid_chunk_and_at_a_chunk_boundary_with_the_same_batches():
+    from cnnlab.config import compose
+    from cnnlab.data import augment
+
+    images, labels = _data(n=50)
+    aug = augment.create(compose(["data=shapes", "aug=alexnet"]).aug, train_images=images)
+
+    def loader():
+        return InMemoryLoader(images, labels, 4, mean=MEAN, std=STD, shuffle=True, seed=1,
+                              augment=aug, chunk=3)
+
+    full = loader()
+    full.set_epoch(5)
+    batches, positions = [], []
+    for b, batch in enumerate(full, start=1):
+        batches.append(batch)
+        positions.append(full.position(b))
+    assert len(batches) == 13
+    # mid-chunk: the state of the chunk's start; at a boundary: the live state, from there
+    assert positions[3]["aug_from"] == 3 and positions[4]["aug_from"] == 3
+    assert positions[5]["aug_from"] == 6
+    for done in (1, 4, 5, 6, 12):
+        p = positions[done - 1]
+        resumed = loader()
+        resumed.set_epoch(5, p["batch"], p["aug"], p["aug_from"])
+        tail = list(resumed)
+        assert len(tail) == 13 - done
+        for (x, y), (rx, ry) in zip(tail, batches[done:]):
+            assert torch.equal(x, rx) and torch.equal(y, ry)
+
+
+def test_presets_that_draw_per_batch_are_not_chunked_and_large_images_chunk_less():
+    from cnnlab.config import compose
+    from cnnlab.data import augment
+    from cnnlab.data.loader import CHUNK_BATCHES, CHUNK_BYTES
+
+    images, labels = _data(n=50)
+
+    def chunk(preset, imgs=images, bs=8):
+        aug = augment.create(compose(["data=shapes", *preset]).aug, train_images=imgs) if preset else None
+        return InMemoryLoader(imgs, labels[:len(imgs)], bs, mean=MEAN, std=STD, augment=aug).chunk
+
+    assert chunk(None) == chunk(["aug=alexnet"]) == chunk(["aug=[flip,cutout]"]) == CHUNK_BATCHES
+    assert chunk(["aug=mixup"]) == chunk(["aug=cutmix"]) == chunk(["aug=color"]) == 1
+    big = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)  # 48 KB of float32 an image
+    bs = CHUNK_BYTES // (3 * 64 * 64 * 4) // 2  # two batches fill the budget
+    assert chunk(None, big, bs) == 2
