@@ -55,9 +55,10 @@ class Steps:
     Its figures are means over the middle half of the steps (ranked by time per image, or for
     lock-step pipelines by the time of the whole tick, so they all keep the same ticks; all
     steps under four): spikes drop out, and the phases still add up to the step. With `block`
-    > 1 the steps are ranked and kept in runs of `block` consecutive steps: a loader that makes
-    `block` batches at a time pays for them in one step of each run, which a cut by single steps
-    would drop as a spike."""
+    > 1 the steps are ranked and kept in runs of `block` consecutive steps of a round (a
+    shorter tail joins the run before it; all runs under four): a loader that makes `block`
+    batches at a time pays for them in one step of each run, which a cut by single steps would
+    drop as a spike."""
 
     seconds: list = field(default_factory=list)
     images: list = field(default_factory=list)
@@ -83,7 +84,11 @@ class Steps:
         runs = []  # consecutive steps of one round, `block` at a time
         for r in sorted(set(self.rounds)) if round_ is None else [round_]:
             idx = [i for i, x in enumerate(self.rounds) if x == r]
-            runs += [idx[k:k + self.block] for k in range(0, len(idx), self.block)]
+            these = [idx[k:k + self.block] for k in range(0, len(idx), self.block)]
+            if len(these) > 1 and len(these[-1]) < self.block:
+                tail = these.pop()
+                these[-1] = these[-1] + tail
+            runs += these
         runs.sort(key=lambda run: sum(rank[i] for i in run) / len(run))
         cut = len(runs) // 4
         return sorted(i for run in runs[cut:len(runs) - cut] for i in run)

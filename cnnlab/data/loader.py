@@ -107,6 +107,16 @@ CHUNK_BATCHES = 4
 CHUNK_BYTES = 8 << 20
 
 
+def _chunk_size(augment, batch_size: int, image_numel: int) -> int:
+    """Batches per augmentation call: CHUNK_BATCHES, fewer for large images; 1 when the preset
+    has an op that draws once per batch (mixup's partners and batch lambda, the colour ops'
+    order; augment.per_image is False), which a chunk would change."""
+    if augment is not None and not getattr(augment, "per_image", False):
+        return 1
+    per_batch = batch_size * max(1, int(image_numel)) * 4
+    return max(1, min(CHUNK_BATCHES, CHUNK_BYTES // per_batch))
+
+
 class InMemoryLoader:
     """Seeded batches cut from a uint8 (N, C, H, W) tensor kept on the training device.
 
@@ -114,9 +124,10 @@ class InMemoryLoader:
     the same epoch permutation, so the shards are disjoint and cover the epoch (`even`: all but
     the permutation's last len % world samples, so the ranks' shards are the same size).
     Augmentation draws from `aug_seed` (default seed + 1): the permutation must be the same on
-    every rank, the augmentation need not be. Batches are made `chunk` at a time (one
-    augmentation call for all of them) when the preset draws per image; the draws then depend
-    on where the chunks start, so a checkpoint's position names the chunk (`aug_from`).
+    every rank, the augmentation need not be. Batches are made `chunk` at a time, in one
+    augmentation and normalisation call (`_chunk_size`: 1 for presets with a per-batch draw);
+    the draws then depend on where the chunks start, so a checkpoint's position names the
+    chunk (`aug_from`).
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
@@ -136,12 +147,7 @@ class InMemoryLoader:
         self._aug_from, self._made = None, (0, 0, None)
 
     def _default_chunk(self) -> int:
-        """CHUNK_BATCHES, fewer for large images; 1 when an op draws once per batch (mixup's
-        partners and batch lambda, the colour ops' order): a chunk would change what they do."""
-        if self.path.augment is not None and not getattr(self.path.augment, "per_image", False):
-            return 1
-        per_batch = self.batch_size * max(1, self.images[:1].numel()) * 4
-        return max(1, min(CHUNK_BATCHES, CHUNK_BYTES // per_batch))
+        return _chunk_size(self.path.augment, self.batch_size, self.images[:1].numel())
 
     def set_epoch(self, epoch: int, start_batch: int = 0, aug_state=None,
                   aug_from: Optional[int] = None) -> None:
@@ -210,23 +216,27 @@ class InMemoryLoader:
 
 
 class StreamLoader:
-    """The same batches for a Dataset too large for memory, decoded by DataLoader workers."""
+    """The same batches for a Dataset too large for memory, decoded by DataLoader workers: the
+    workers' batches are gathered into the same chunks as InMemoryLoader's (sized from the
+    first batch) and take the same batch path."""
 
     def __init__(self, dataset, labels: torch.Tensor, batch_size: int, *, mean, std, device="cpu",
                  shuffle: bool = False, drop_last: bool = False, seed: int = 0,
                  augment: Optional[Augment] = None, channels_last: bool = False, workers: int = 2,
                  rank: int = 0, world: int = 1, dtype=torch.float32,
                  num_classes: Optional[int] = None, even: bool = False,
-                 aug_seed: Optional[int] = None):
+                 aug_seed: Optional[int] = None, chunk: Optional[int] = None):
         self.path = _BatchPath(mean, std, device, augment, channels_last, dtype, num_classes)
         self.dataset, self.labels = dataset, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.workers, self.rank, self.world, self.even = seed, workers, rank, world, even
         self.aug_seed = seed + 1 if aug_seed is None else aug_seed
+        self.chunk = chunk
         self.epoch, self.start_batch, self._aug_state, self.gen = 0, 0, None, None
+        self._aug_from, self._made = None, (0, 0, None)
 
     set_epoch = InMemoryLoader.set_epoch
-    position = InMemoryLoader.position  # no chunks: the live generator's state
+    position = InMemoryLoader.position
     _aug_generator = InMemoryLoader._aug_generator
     num_samples = InMemoryLoader.num_samples
     __len__ = InMemoryLoader.__len__
@@ -237,17 +247,37 @@ class StreamLoader:
         n = self.labels.numel()
         order = _shard(torch.randperm(n, generator=_epoch_generator(self.seed, self.epoch))
                        if self.shuffle else torch.arange(n), self.rank, self.world, self.even)
-        order = order[self.start_batch * self.batch_size:]
-        loader = DataLoader(Subset(self.dataset, order.tolist()), batch_size=self.batch_size,
+        gen = self._aug_generator()
+        bs, total, start = self.batch_size, len(self), self.start_batch
+        b = start if self._aug_from is None or gen is None else min(self._aug_from, start)
+        loader = DataLoader(Subset(self.dataset, order[b * bs:].tolist()), batch_size=bs,
                             drop_last=self.drop_last, num_workers=self.workers,
                             pin_memory=self.path.device.type == "cuda",
                             persistent_workers=False,
                             # worker seeds from our own stream, not the global RNG (which
                             # would shift dropout and init between in-memory and streamed runs)
                             generator=_epoch_generator(self.seed + 2, self.epoch))
-        gen = self._aug_generator()
-        for x, y in loader:
-            yield self.path.finish(x, gen, y)
+        pending: list = []
+        for batch in loader:
+            if self.chunk is None:
+                self.chunk = _chunk_size(self.path.augment, bs, batch[0][:1].numel())
+            pending.append(batch)
+            if len(pending) == self.chunk or b + len(pending) >= total:
+                yield from self._finish(pending, b, start, gen)
+                b, pending = b + len(pending), []
+        if pending:  # the workers made fewer batches than counted
+            yield from self._finish(pending, b, start, gen)
+
+    def _finish(self, pending: list, b: int, start: int, gen):
+        """The chunk of batches b, b + 1, ... through the batch path; those from `start` on."""
+        bs, end = self.batch_size, b + len(pending)
+        self._made = (b, end, gen.get_state() if gen is not None else None)
+        xs, ys = zip(*pending)
+        x, y = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+        x, y = self.path.finish(x, gen, y)
+        for j in range(max(b, start), end):
+            k = j - b
+            yield (x, y) if end - b == 1 else (x[k * bs:(k + 1) * bs], y[k * bs:(k + 1) * bs])
 
 
 def make_loader(split, batch_size: int, *, train: bool, bundle, device, seed: int,

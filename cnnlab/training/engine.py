@@ -235,6 +235,10 @@ def _resume(loop: _Loop, result: FitResult, state: Optional[dict]) -> tuple[int,
     if loop.run is not None:
         loop.run.log(f"resumed after epoch {epoch}"
                      + (f", batch {partial['batch']} of epoch {epoch + 1}" if partial else ""))
+        if partial and partial.get("aug") is not None and "aug_from" not in partial:
+            loop.run.log("this last.pt was written before batches were augmented in chunks: the "
+                         f"rest of epoch {epoch + 1} draws other augmentations than the "
+                         "interrupted run would have")
     return epoch, partial
 
 

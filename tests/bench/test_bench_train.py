@@ -134,3 +134,14 @@ def test_steps_of_a_chunked_loader_are_kept_in_runs_so_the_chunk_step_counts():
     # a slow spell still drops out, as whole runs
     steps.seconds[8:12] = [40.0] * 4
     assert steps.ms() == pytest.approx(1750.0)
+
+
+def test_a_short_tail_of_steps_joins_the_run_before_it():
+    steps = bench.Steps(block=4)
+    for i in range(10):  # runs 0-3, 4-9 (the tail 8-9 joins): under four runs, all kept
+        steps.add(1.0 + i, 1, None, 0)
+    assert steps.middle() == list(range(10))
+    for i in range(22):  # round 1: runs of 4, each slower than the last; the tail joins run 5
+        steps.add(1.0 + min(i // 4, 4), 1, None, 1)
+    kept = steps.middle(1)  # five runs (4, 4, 4, 4, 6 steps): the middle three, runs 2-4
+    assert kept == list(range(14, 26))

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from cnnlab.data.loader import InMemoryLoader, StreamLoader
@@ -82,3 +83,34 @@ def test_stream_loader_yields_the_same_samples_as_memory():
     stream.set_epoch(2)
     for (xm, ym), (xs, ys) in zip(mem, stream):
         assert torch.equal(ym, ys) and torch.equal(xm, xs)
+
+
+@pytest.mark.parametrize("preset", ["aug=alexnet", "aug=crop_flip", "aug=[flip,cutout]"])
+def test_augmented_stream_batches_equal_in_memory_ones_and_resume_alike(preset):
+    """Same chunks, same draws: a streamed epoch gives the in-memory loader's batches, also when
+    resumed mid-chunk from the in-memory loader's position."""
+    from cnnlab.config import compose
+    from cnnlab.data import augment
+
+    images = torch.randint(0, 256, (103, 3, 6, 5), generator=torch.Generator().manual_seed(2),
+                           dtype=torch.uint8)
+    labels = torch.arange(103)
+    aug = augment.create(compose(["data=shapes", preset]).aug, train_images=images)
+    dataset = [(images[i], int(labels[i])) for i in range(103)]
+    kw = dict(mean=[0.5, 0.4, 0.3], std=[0.2, 0.3, 0.4], shuffle=True, seed=9, augment=aug)
+    mem = InMemoryLoader(images, labels, 10, **kw)
+    mem.set_epoch(2)
+    got = []
+    for b, batch in enumerate(mem, start=1):
+        got.append(batch)
+        if b == 6:
+            pos = mem.position(b)
+    stream = StreamLoader(dataset, labels, 10, workers=0, **kw)
+    stream.set_epoch(2)
+    streamed = list(stream)
+    assert mem.chunk == stream.chunk == 4 and len(streamed) == len(got) == 11
+    for (xm, ym), (xs, ys) in zip(got, streamed):
+        assert torch.equal(ym, ys) and torch.equal(xm, xs)
+    stream.set_epoch(2, pos["batch"], pos["aug"], pos["aug_from"])
+    tail = list(stream)
+    assert len(tail) == 5 and all(torch.equal(a[0], b[0]) for a, b in zip(tail, got[6:]))

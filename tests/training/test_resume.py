@@ -112,3 +112,21 @@ def test_resume_of_another_config_is_refused(tmp_path):
     s = train(tiny(*RUN, "trainer.epochs=1", f"outputs={tmp_path}"))
     with pytest.raises(UsageError, match="differs"):
         resume.find(tiny(*RUN, "trainer.epochs=2", f"resume={s['path']}"))
+
+
+@pytest.mark.slow
+def test_a_last_pt_from_before_chunks_resumes_and_says_its_draws_differ(tmp_path):
+    """A mid-epoch position without `aug_from` (written before batches were augmented in
+    chunks) still resumes, from the batch it names, and train.log says the rest of that epoch
+    draws other augmentations."""
+    proc, run_dir = _interrupt(tmp_path, "SIGTERM", "2:10")
+    assert proc.returncode == 143, proc.stderr
+    path = run_dir / "checkpoints" / "last.pt"
+    state = checkpoint.load(path)
+    assert state["position"]["aug_from"] == 8  # chunks of 4: batch 10 is in the chunk from 8
+    del state["position"]["aug_from"]
+    checkpoint.save(state, path)
+    s = train(tiny(*RUN, f"outputs={tmp_path}", "resume=auto"))
+    assert s["status"] == "done" and Path(s["path"]) == run_dir
+    log = (run_dir / "train.log").read_text()
+    assert "batch 10 of epoch 2" in log and "written before batches were augmented in chunks" in log
