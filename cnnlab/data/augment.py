@@ -512,9 +512,11 @@ def _fuse_crops(ops: list[str], fns: list, flip_p: float) -> list:
     return out
 
 
-def _identity_pixels(n: int, h: int, w: int, gen, device, flip_p: float | None = None,
-                     _tables: dict = {}):  # noqa: B006 - the tables are kept between calls
-    return _crop_pixels(n, h, w, gen, device, 0, 0, flip_p, _tables, draw_offsets=False)
+_IDENTITY_TABLES: dict = {}  # _identity_pixels' offset tables, by image size and device
+
+
+def _identity_pixels(n: int, h: int, w: int, gen, device, flip_p: float | None = None):
+    return _crop_pixels(n, h, w, gen, device, 0, 0, flip_p, _IDENTITY_TABLES, draw_offsets=False)
 
 
 def _fused_crop(pixels, pad: int, flip_p: float | None, delta):
@@ -530,7 +532,8 @@ def _fused_crop(pixels, pad: int, flip_p: float | None, delta):
         crops = gather_pixels(with_pad_pixel(x, pad), pix, oh, ow)
         return crops if shift is None else crops.add_(shift.view(n, c, 1, 1)).clamp_(0, 1)
 
-    fused.plan, fused.pad = plan, pad
+    plan.pad = pad
+    fused.plan = plan
     return fused
 
 
@@ -573,6 +576,6 @@ def create(cfg: Any, train_images=None) -> Callable | None:
     # channel shift. Pixelwise work commutes with a gather, so a loader may shift, clamp and
     # normalise the source images (and their one padding pixel) first, then gather straight
     # into the model's memory order: the same values, two passes less over the batch.
+    # (plan.pad: the crop's padding, so the loader knows to append the padding pixel)
     augment.pixel_plan = getattr(fns[0][1], "plan", None) if len(fns) == 1 else None
-    augment.pad = getattr(fns[0][1], "pad", 0)
     return augment

@@ -11,6 +11,7 @@ or resumed at any batch.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, Iterator, Optional
 
@@ -68,14 +69,13 @@ class _BatchPath:
         clamped and normalised in place in one float buffer, then one gather crops and mirrors
         them straight into the model's memory order. Each output value goes through the same
         float operations as in augment-then-normalise, so the batch is the same to the bit."""
-        from cnnlab.data.augment import gather_pixels
+        from cnnlab.data.augment import gather_pixels, with_pad_pixel
 
         n, c = x_u8.shape[:2]
-        hw = x_u8[0, 0].numel()
-        pix, (oh, ow), shift = self.augment.pixel_plan(x_u8.shape, gen, self.device)
-        src = torch.empty((n, c, hw + (1 if self.augment.pad else 0)), device=self.device)
-        torch.div(x_u8.reshape(n, c, hw), 255, out=src[:, :, :hw])  # float32 v / 255
-        src[:, :, hw:] = 0  # the padding pixel
+        plan = self.augment.pixel_plan
+        pix, (oh, ow), shift = plan(x_u8.shape, gen, self.device)
+        # uint8 to float32, then v / 255 (the bits of x.float() / 255); the padding pixel is 0
+        src = with_pad_pixel(x_u8, plan.pad, torch.float32).div_(255)
         if shift is not None:
             src.add_(shift.view(n, c, 1)).clamp_(0, 1)
         # x - mean as x + (-mean): the same bits, and the kernel the shift has just run
@@ -197,21 +197,32 @@ class InMemoryLoader:
             order = torch.arange(n)
         return _shard(order, self.rank, self.world, self.even).to(self.path.device)
 
+    def _first_made(self, gen) -> int:
+        """The batch the epoch's making starts at: the start of start_batch's chunk on resume."""
+        if self._aug_from is None or gen is None:
+            return self.start_batch
+        return min(self._aug_from, self.start_batch)
+
+    def _chunk(self, x_u8: torch.Tensor, y: torch.Tensor, b: int, gen, sizes: list[int]):
+        """Batches b, b + 1, ... (of `sizes` images) made from one chunk of uint8 images in one
+        call through the batch path; yields those from start_batch on."""
+        self._made = (b, b + len(sizes), gen.get_state() if gen is not None else None)
+        x, y = self.path.finish(x_u8, gen, y)
+        batches = [(x, y)] if len(sizes) == 1 else list(zip(x.split(sizes), y.split(sizes)))
+        yield from batches[max(0, self.start_batch - b):]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.indices()
         gen = self._aug_generator()
-        bs, total, start = self.batch_size, len(self), self.start_batch
-        b = start if self._aug_from is None or gen is None else min(self._aug_from, start)
+        bs, total = self.batch_size, len(self)
+        b = self._first_made(gen)
         while b < total:
             end = min(b + self.chunk, total)
-            self._made = (b, end, gen.get_state() if gen is not None else None)
             # index_select: a plain row gather, much lighter per call than advanced indexing
             idx = order[b * bs:end * bs]
-            x, y = self.path.finish(self.images.index_select(0, idx), gen,
-                                    self.labels.index_select(0, idx))
-            for j in range(max(b, start), end):
-                k = j - b
-                yield (x, y) if end - b == 1 else (x[k * bs:(k + 1) * bs], y[k * bs:(k + 1) * bs])
+            sizes = [min(bs, idx.numel() - k * bs) for k in range(end - b)]
+            yield from self._chunk(self.images.index_select(0, idx),
+                                   self.labels.index_select(0, idx), b, gen, sizes)
             b = end
 
 
@@ -238,6 +249,8 @@ class StreamLoader:
     set_epoch = InMemoryLoader.set_epoch
     position = InMemoryLoader.position
     _aug_generator = InMemoryLoader._aug_generator
+    _first_made = InMemoryLoader._first_made
+    _chunk = InMemoryLoader._chunk
     num_samples = InMemoryLoader.num_samples
     __len__ = InMemoryLoader.__len__
 
@@ -248,8 +261,8 @@ class StreamLoader:
         order = _shard(torch.randperm(n, generator=_epoch_generator(self.seed, self.epoch))
                        if self.shuffle else torch.arange(n), self.rank, self.world, self.even)
         gen = self._aug_generator()
-        bs, total, start = self.batch_size, len(self), self.start_batch
-        b = start if self._aug_from is None or gen is None else min(self._aug_from, start)
+        bs, total = self.batch_size, len(self)
+        b = self._first_made(gen)
         loader = DataLoader(Subset(self.dataset, order[b * bs:].tolist()), batch_size=bs,
                             drop_last=self.drop_last, num_workers=self.workers,
                             pin_memory=self.path.device.type == "cuda",
@@ -258,26 +271,23 @@ class StreamLoader:
                             # would shift dropout and init between in-memory and streamed runs)
                             generator=_epoch_generator(self.seed + 2, self.epoch))
         pending: list = []
-        for batch in loader:
-            if self.chunk is None:
-                self.chunk = _chunk_size(self.path.augment, bs, batch[0][:1].numel())
-            pending.append(batch)
-            if len(pending) == self.chunk or b + len(pending) >= total:
-                yield from self._finish(pending, b, start, gen)
+        for batch in itertools.chain(loader, [None]):  # None: the end (flush what is pending)
+            if batch is not None:
+                if self.chunk is None:
+                    self.chunk = _chunk_size(self.path.augment, bs, batch[0][:1].numel())
+                pending.append(batch)
+            if pending and (batch is None or len(pending) == self.chunk
+                            or b + len(pending) >= total):
+                x, y, sizes = _joined(pending)
+                yield from self._chunk(x, y, b, gen, sizes)
                 b, pending = b + len(pending), []
-        if pending:  # the workers made fewer batches than counted
-            yield from self._finish(pending, b, start, gen)
 
-    def _finish(self, pending: list, b: int, start: int, gen):
-        """The chunk of batches b, b + 1, ... through the batch path; those from `start` on."""
-        bs, end = self.batch_size, b + len(pending)
-        self._made = (b, end, gen.get_state() if gen is not None else None)
-        xs, ys = zip(*pending)
-        x, y = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
-        x, y = self.path.finish(x, gen, y)
-        for j in range(max(b, start), end):
-            k = j - b
-            yield (x, y) if end - b == 1 else (x[k * bs:(k + 1) * bs], y[k * bs:(k + 1) * bs])
+
+def _joined(batches: list) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The DataLoader's batches as one chunk: (images, labels, batch sizes)."""
+    xs, ys = zip(*batches)
+    sizes = [len(y) for y in ys]
+    return ((xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))) + (sizes,)
 
 
 def make_loader(split, batch_size: int, *, train: bool, bundle, device, seed: int,
