@@ -144,14 +144,16 @@ def _crop_tables(h: int, w: int, pad: int, oh: int, ow: int, device):
 
 def _crop_pixels(n: int, h: int, w: int, gen, device, pad: int, size: int,
                  flip_p: float | None = None, tables: dict | None = None,
-                 draw_offsets: bool = True):
+                 draw_offsets: bool = True, separable: bool = False):
     """Random crops of the zero-padded images as source-pixel indices: ((N, oh * ow) int64, oh, ow).
 
     Index r * w + c is pixel (r, c) of an image; index h * w stands for the padding, a zero pixel
     the caller appends to each image's h * w (`with_pad_pixel`), so one gather crops, mirrors and
     pads. Draws: offsets y, offsets x, then the mirror mask when flip_p is given, as separate
     crop and flip ops draw. `tables`: a dict to keep the offset tables in between calls;
-    draw_offsets=False: no offsets drawn (pad 0, size 0: the image itself, mirrored or not)."""
+    draw_offsets=False: no offsets drawn (pad 0, size 0: the image itself, mirrored or not).
+    separable: the same crops as ((N, oh) rows, (N, ow) columns) int64, pixel (r, c) of crop i
+    being rows[i, r] + cols[i, c], a padding pixel when that is h * w or more (the same draws)."""
     oh, ow = (size, size) if size else (h, w)
     _check(oh <= h + 2 * pad and ow <= w + 2 * pad,
            f"aug.crop_size={size} is larger than the {h}x{w} images plus aug.crop_padding={pad} on "
@@ -170,6 +172,8 @@ def _crop_pixels(n: int, h: int, w: int, gen, device, pad: int, size: int,
     if flip_p is not None:  # a mirrored crop's columns are the second half of the table
         mirror = torch.rand(n, generator=gen, device=device, dtype=torch.float32) < flip_p
         ox = torch.add(ox, mirror, alpha=nx)
+    if separable:
+        return (rows.index_select(0, oy), cols.index_select(0, ox)), oh, ow
     if full is not None:  # one row gather of precomputed indices
         return full.index_select(0, torch.add(ox, oy, alpha=2 * nx)), oh, ow
     pix = rows.index_select(0, oy).view(n, oh, 1) + cols.index_select(0, ox).view(n, 1, ow)
@@ -210,8 +214,9 @@ def make_crop(cfg: Any, **_):
 
     tables: dict = {}
 
-    def pixels(n: int, h: int, w: int, gen, device, flip_p: float | None = None):
-        return _crop_pixels(n, h, w, gen, device, pad, size, flip_p, tables)
+    def pixels(n: int, h: int, w: int, gen, device, flip_p: float | None = None,
+               separable: bool = False):
+        return _crop_pixels(n, h, w, gen, device, pad, size, flip_p, tables, separable=separable)
 
     def crop(x, gen):
         n, c, h, w = x.shape
@@ -515,15 +520,18 @@ def _fuse_crops(ops: list[str], fns: list, flip_p: float) -> list:
 _IDENTITY_TABLES: dict = {}  # _identity_pixels' offset tables, by image size and device
 
 
-def _identity_pixels(n: int, h: int, w: int, gen, device, flip_p: float | None = None):
-    return _crop_pixels(n, h, w, gen, device, 0, 0, flip_p, _IDENTITY_TABLES, draw_offsets=False)
+def _identity_pixels(n: int, h: int, w: int, gen, device, flip_p: float | None = None,
+                     separable: bool = False):
+    return _crop_pixels(n, h, w, gen, device, 0, 0, flip_p, _IDENTITY_TABLES, draw_offsets=False,
+                        separable=separable)
 
 
 def _fused_crop(pixels, pad: int, flip_p: float | None, delta):
-    def plan(shape, gen, device, dtype=torch.float32):
-        """(pixels (N, oh * ow), (oh, ow), shift (N, C) or None): see `pixel_plan` in create."""
+    def plan(shape, gen, device, dtype=torch.float32, separable: bool = False):
+        """(pixels (N, oh * ow), (oh, ow), shift (N, C) or None): see `pixel_plan` in create;
+        separable: pixels as (rows (N, oh), columns (N, ow)), see _crop_pixels."""
         n, c, h, w = shape
-        pix, oh, ow = pixels(n, h, w, gen, device, flip_p)
+        pix, oh, ow = pixels(n, h, w, gen, device, flip_p, separable)
         return pix, (oh, ow), (None if delta is None else delta(n, c, gen, device, dtype))
 
     def fused(x, gen):

@@ -47,14 +47,19 @@ class _BatchPath:
         self.channels_last = channels_last
         self._neg_mean = -self.mean.view(1, -1, 1)
 
-    def finish(self, x_u8: torch.Tensor, gen: Optional[torch.Generator], y: torch.Tensor):
-        """(normalised images, targets): targets are soft (N, classes) after mixup/cutmix."""
+    def finish(self, x_u8: torch.Tensor, gen: Optional[torch.Generator], y: torch.Tensor,
+               rows: Optional[torch.Tensor] = None):
+        """(normalised images, targets): targets are soft (N, classes) after mixup/cutmix.
+        rows: x_u8 holds the whole split and the batch is these rows of it (the compiled fused
+        path reads them where they are; the other paths take them out first)."""
         x_u8 = x_u8.to(self.device, non_blocking=True)
         y = y.to(self.device, non_blocking=True)
+        if getattr(self.augment, "pixel_plan", None) is not None and x_u8.dtype == torch.uint8:
+            return self._crop_normalised(x_u8, gen, rows), y
+        if rows is not None:
+            x_u8 = x_u8.index_select(0, rows)
         if self.augment is None and x_u8.dtype == torch.uint8:
             return self._normalise(x_u8), y  # uint8 divided straight into the first float buffer
-        if getattr(self.augment, "pixel_plan", None) is not None and x_u8.dtype == torch.uint8:
-            return self._crop_normalised(x_u8, gen), y
         x = x_u8.float().div_(255)
         if self.augment is not None:
             if getattr(self.augment, "mixes", False):
@@ -63,17 +68,27 @@ class _BatchPath:
                 x = self.augment(x, gen)
         return self._normalise(x), y
 
-    def _crop_normalised(self, x_u8: torch.Tensor, gen) -> torch.Tensor:
-        """A preset that is one fused crop (crop, flip, pca: augment.pixel_plan), the pixelwise
-        work done before the gather: the uint8 images and their padding pixel are scaled, shifted,
-        clamped and normalised in place in one float buffer, then one gather crops and mirrors
-        them straight into the model's memory order. Each output value goes through the same
-        float operations as in augment-then-normalise, so the batch is the same to the bit."""
+    def _crop_normalised(self, x_u8: torch.Tensor, gen, rows: Optional[torch.Tensor]) -> torch.Tensor:
+        """A preset that is one fused crop (crop, flip, pca: augment.pixel_plan). On a CPU with
+        numba, one compiled pass (`kernels.crop_normalise`). Otherwise the pixelwise work is done
+        before the gather: the uint8 images and their padding pixel are scaled, shifted, clamped
+        and normalised in place in one float buffer, then one gather crops and mirrors them
+        straight into the model's memory order. Either way each output value goes through the
+        same float operations as in augment-then-normalise, so the batch is the same to the bit."""
+        from cnnlab.data import kernels
         from cnnlab.data.augment import gather_pixels, with_pad_pixel
 
-        n, c = x_u8.shape[:2]
+        n = x_u8.shape[0] if rows is None else rows.numel()
+        c = x_u8.shape[1]
         plan = self.augment.pixel_plan
-        pix, (oh, ow), shift = plan(x_u8.shape, gen, self.device)
+        if kernels.enabled(self.device):
+            pix, _, shift = plan((n, c, *x_u8.shape[2:]), gen, self.device, separable=True)
+            rows = torch.arange(n) if rows is None else rows
+            return kernels.crop_normalise(x_u8, rows, pix, shift, self._neg_mean, self.std,
+                                          self.channels_last).to(self.dtype)
+        pix, (oh, ow), shift = plan((n, c, *x_u8.shape[2:]), gen, self.device)
+        if rows is not None:
+            x_u8 = x_u8.index_select(0, rows)
         # uint8 to float32, then v / 255 (the bits of x.float() / 255); the padding pixel is 0
         src = with_pad_pixel(x_u8, plan.pad, torch.float32).div_(255)
         if shift is not None:
@@ -203,11 +218,12 @@ class InMemoryLoader:
             return self.start_batch
         return min(self._aug_from, self.start_batch)
 
-    def _chunk(self, x_u8: torch.Tensor, y: torch.Tensor, b: int, gen, sizes: list[int]):
-        """Batches b, b + 1, ... (of `sizes` images) made from one chunk of uint8 images in one
-        call through the batch path; yields those from start_batch on."""
+    def _chunk(self, x_u8: torch.Tensor, y: torch.Tensor, b: int, gen, sizes: list[int],
+               rows: Optional[torch.Tensor] = None):
+        """Batches b, b + 1, ... (of `sizes` images) made from one chunk of uint8 images (rows:
+        these rows of x_u8) in one call through the batch path; yields those from start_batch on."""
         self._made = (b, b + len(sizes), gen.get_state() if gen is not None else None)
-        x, y = self.path.finish(x_u8, gen, y)
+        x, y = self.path.finish(x_u8, gen, y, rows)
         batches = [(x, y)] if len(sizes) == 1 else list(zip(x.split(sizes), y.split(sizes)))
         yield from batches[max(0, self.start_batch - b):]
 
@@ -218,11 +234,12 @@ class InMemoryLoader:
         b = self._first_made(gen)
         while b < total:
             end = min(b + self.chunk, total)
-            # index_select: a plain row gather, much lighter per call than advanced indexing
+            # the batch path takes the images' rows out (index_select: a plain row gather, much
+            # lighter per call than advanced indexing) or reads them in place
             idx = order[b * bs:end * bs]
             sizes = [min(bs, idx.numel() - k * bs) for k in range(end - b)]
-            yield from self._chunk(self.images.index_select(0, idx),
-                                   self.labels.index_select(0, idx), b, gen, sizes)
+            yield from self._chunk(self.images, self.labels.index_select(0, idx), b, gen, sizes,
+                                   rows=idx)
             b = end
 
 

@@ -123,8 +123,9 @@ def _augmented_reference(images, labels, cfg, seed, epoch, batch_size, chunk, ch
     ops = [augment.OPS.get(o)(cfg, train_images=images) for o in cfg.ops]
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
     gen = torch.Generator().manual_seed((seed + 1) * 1_000_003 + epoch)
-    m = torch.tensor(MEAN).view(1, -1, 1, 1)
-    s = torch.tensor(STD).view(1, -1, 1, 1)
+    c = images.shape[1]
+    m = torch.tensor(MEAN[:c]).view(1, -1, 1, 1)
+    s = torch.tensor(STD[:c]).view(1, -1, 1, 1)
     out = []
     for b in range(0, len(order), batch_size * chunk):
         idx = order[b:b + batch_size * chunk]
@@ -137,21 +138,43 @@ def _augmented_reference(images, labels, cfg, seed, epoch, batch_size, chunk, ch
     return out
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def fused_path(request, monkeypatch):
+    """The fused crop path both ways: numba's compiled pass, and eager PyTorch (the path without
+    numba, and on GPUs)."""
+    from cnnlab.data import kernels
+
+    if request.param == "torch":
+        monkeypatch.setenv(kernels.ENV, "torch")
+    assert kernels.enabled(torch.device("cpu")) == (request.param == "compiled")
+    return request.param
+
+
 @pytest.mark.parametrize("preset", [["aug=alexnet"], ["aug=crop_flip"], ["aug=flip"], ["aug=pca"],
                                     ["aug=alexnet", "aug.crop_size=3"], ["aug=crop"],
                                     ["aug=[flip,cutout]", "aug.cutout_size=2"]])
 @pytest.mark.parametrize("chunk", [1, 3])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_augmented_batches_are_the_ops_one_by_one_then_normalised(preset, chunk, channels_last):
-    """The loader's fused path (shift, clamp and normalise before one gather into the model's
-    memory order) gives the same bits as the ops run one by one and then normalised."""
+def test_augmented_batches_are_the_ops_one_by_one_then_normalised(preset, chunk, channels_last,
+                                                                  fused_path):
+    """The loader's fused path (compiled, or shift, clamp and normalise before one gather into
+    the model's memory order) gives the same bits as the ops run one by one, then normalised."""
+    _check_augmented(["data=shapes", *preset], 3, chunk, channels_last)
+
+
+@pytest.mark.parametrize("preset", [["aug=crop_flip"], ["aug=flip"], ["aug=crop", "aug.crop_padding=7"]])
+def test_grey_augmented_batches_are_the_ops_one_by_one_then_normalised(preset, fused_path):
+    _check_augmented(["data=fashion_mnist", *preset], 1, 3, True)
+
+
+def _check_augmented(overrides, c, chunk, channels_last):
     from cnnlab.config import compose
     from cnnlab.data import augment
 
-    images, labels = _data(n=50, h=5, w=4)
-    cfg = compose(["data=shapes", *preset]).aug
+    images, labels = _data(n=50, c=c, h=5, w=4)
+    cfg = compose(overrides).aug
     aug = augment.create(cfg, train_images=images)
-    loader = InMemoryLoader(images, labels, 8, mean=MEAN, std=STD, shuffle=True, seed=4,
+    loader = InMemoryLoader(images, labels, 8, mean=MEAN[:c], std=STD[:c], shuffle=True, seed=4,
                             augment=aug, channels_last=channels_last, chunk=chunk)
     loader.set_epoch(2)
     got = list(loader)
