@@ -145,3 +145,27 @@ def test_a_short_tail_of_steps_joins_the_run_before_it():
         steps.add(1.0 + min(i // 4, 4), 1, None, 1)
     kept = steps.middle(1)  # five runs (4, 4, 4, 4, 6 steps): the middle three, runs 2-4
     assert kept == list(range(14, 26))
+
+
+def test_the_overall_ratio_lies_within_the_rounds_ratios():
+    """Each round is cut on its own and the kept steps pooled, so the overall ratio is a
+    weighted mean of the rounds' and never falls outside them, whatever the load did."""
+    import random
+
+    for seed in range(40):
+        rnd = random.Random(seed)
+        result = bench.Result(steps={"a": bench.Steps(block=4), "b": bench.Steps(block=4)},
+                              lockstep=("a", "b"), rounds=3, batch_size=1, params=0,
+                              gflops_per_image=0.0, peak_mem_mb=0.0, device="cpu", device_name="",
+                              threads=1, precision="fp32", channels_last=False, warmup=0)
+        for r in range(3):
+            load = rnd.choice([1.0, 2.0, 5.0])  # each round its own load
+            for i in range(20):
+                a, b = load * rnd.uniform(1.0, 1.5), load * rnd.uniform(1.0, 1.2)
+                if i % 4 == 0:
+                    a *= rnd.uniform(1.0, 3.0)  # the step that makes a chunk
+                for name, t in (("a", a), ("b", b)):
+                    result.steps[name].add(t, 1, None, r)
+                    result.steps[name].rank.append(a + b)
+        rounds = result.round_ratios("a", "b")
+        assert min(rounds) - 1e-12 <= result.ratio("a", "b") <= max(rounds) + 1e-12, seed

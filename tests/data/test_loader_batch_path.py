@@ -233,3 +233,67 @@ def test_presets_that_draw_per_batch_are_not_chunked_and_large_images_chunk_less
     big = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)  # 48 KB of float32 an image
     bs = CHUNK_BYTES // (3 * 64 * 64 * 4) // 2  # two batches fill the budget
     assert chunk(None, big, bs) == 2
+
+
+# --------------------------------------------------------------------------- the compiled pass
+
+@pytest.mark.parametrize("preset", [["aug=alexnet"], ["aug=crop", "aug.crop_size=3", "aug.crop_padding=2"],
+                                    ["aug=flip"]])
+def test_separable_crop_pixels_are_the_gathered_pixels_with_the_same_draws(preset):
+    """pixel_plan(..., separable=True), which the compiled pass reads, names the same source
+    pixels as the gather's (N, oh * ow) indices, from the same draws."""
+    from cnnlab.config import compose
+    from cnnlab.data import augment
+
+    images, _ = _data(n=30, h=6, w=5)
+    plan = augment.create(compose(["data=shapes", *preset]).aug, train_images=images).pixel_plan
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    pix, (oh, ow), shift = plan(images.shape, g1, "cpu")
+    (rows, cols), size, shift2 = plan(images.shape, g2, "cpu", separable=True)
+    assert size == (oh, ow) and rows.shape == (30, oh) and cols.shape == (30, ow)
+    both = (rows.view(30, oh, 1) + cols.view(30, 1, ow)).clamp(max=6 * 5).view(30, -1)
+    assert torch.equal(both, pix)
+    assert (shift is None and shift2 is None) or torch.equal(shift, shift2)
+    assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def _alexnet_loader(images, labels, **kw):
+    from cnnlab.config import compose
+    from cnnlab.data import augment
+
+    aug = augment.create(compose(["data=shapes", "aug=alexnet"]).aug, train_images=images)
+    return InMemoryLoader(images, labels, 8, mean=MEAN, std=STD, shuffle=True, seed=2, augment=aug,
+                          channels_last=True, **kw)
+
+
+def test_without_numba_the_loader_takes_the_eager_path_with_the_same_batches(monkeypatch):
+    import sys
+
+    from cnnlab.data import kernels
+
+    images, labels = _data(n=40)
+    assert kernels.enabled(torch.device("cpu"))  # numba is a dependency: the compiled pass runs
+    compiled = list(_alexnet_loader(images, labels))
+    kernels._kernel.cache_clear()
+    monkeypatch.setitem(sys.modules, "numba", None)  # `import numba` now raises ImportError
+    try:
+        assert not kernels.enabled(torch.device("cpu"))
+        eager = list(_alexnet_loader(images, labels))
+    finally:
+        kernels._kernel.cache_clear()
+    assert len(eager) == len(compiled) == 5
+    for (x, y), (ex, ey) in zip(compiled, eager):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_a_data_parallel_shard_reads_its_strided_rows_alike_both_ways(monkeypatch):
+    """A rank's rows are every world-th sample of the epoch (a strided view of the order)."""
+    from cnnlab.data import kernels
+
+    images, labels = _data(n=50)
+    compiled = list(_alexnet_loader(images, labels, rank=1, world=3))
+    monkeypatch.setenv(kernels.ENV, "torch")
+    eager = list(_alexnet_loader(images, labels, rank=1, world=3))
+    assert len(eager) == len(compiled) == 3
+    for (x, y), (ex, ey) in zip(compiled, eager):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
