@@ -152,8 +152,9 @@ def _crop_pixels(n: int, h: int, w: int, gen, device, pad: int, size: int,
     pads. Draws: offsets y, offsets x, then the mirror mask when flip_p is given, as separate
     crop and flip ops draw. `tables`: a dict to keep the offset tables in between calls;
     draw_offsets=False: no offsets drawn (pad 0, size 0: the image itself, mirrored or not).
-    separable: the same crops as ((N, oh) rows, (N, ow) columns) int64, pixel (r, c) of crop i
-    being rows[i, r] + cols[i, c], a padding pixel when that is h * w or more (the same draws)."""
+    separable: the same crops as tables and offsets, ((Y, oh) rows, (X, ow) columns, (N,) oy,
+    (N,) ox) int64, pixel (r, c) of crop i being rows[oy[i], r] + cols[ox[i], c], a padding
+    pixel when that is h * w or more (the same draws)."""
     oh, ow = (size, size) if size else (h, w)
     _check(oh <= h + 2 * pad and ow <= w + 2 * pad,
            f"aug.crop_size={size} is larger than the {h}x{w} images plus aug.crop_padding={pad} on "
@@ -173,7 +174,7 @@ def _crop_pixels(n: int, h: int, w: int, gen, device, pad: int, size: int,
         mirror = torch.rand(n, generator=gen, device=device, dtype=torch.float32) < flip_p
         ox = torch.add(ox, mirror, alpha=nx)
     if separable:
-        return (rows.index_select(0, oy), cols.index_select(0, ox)), oh, ow
+        return (rows, cols, oy, ox), oh, ow
     if full is not None:  # one row gather of precomputed indices
         return full.index_select(0, torch.add(ox, oy, alpha=2 * nx)), oh, ow
     pix = rows.index_select(0, oy).view(n, oh, 1) + cols.index_select(0, ox).view(n, 1, ow)
@@ -529,7 +530,8 @@ def _identity_pixels(n: int, h: int, w: int, gen, device, flip_p: float | None =
 def _fused_crop(pixels, pad: int, flip_p: float | None, delta):
     def plan(shape, gen, device, dtype=torch.float32, separable: bool = False):
         """(pixels (N, oh * ow), (oh, ow), shift (N, C) or None): see `pixel_plan` in create;
-        separable: pixels as (rows (N, oh), columns (N, ow)), see _crop_pixels."""
+        separable: pixels as (row table, column table, row offsets, column offsets), see
+        _crop_pixels."""
         n, c, h, w = shape
         pix, oh, ow = pixels(n, h, w, gen, device, flip_p, separable)
         return pix, (oh, ow), (None if delta is None else delta(n, c, gen, device, dtype))

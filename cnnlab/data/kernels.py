@@ -44,23 +44,23 @@ def enabled(device: torch.device) -> bool:
     return _kernel() is not None
 
 
-def _crop_normalise_loop(src, rows, prow, pcol, shift, neg_mean, std, base, table, out):
+def _crop_normalise_loop(src, rows, row_table, col_table, oy, ox, shift, neg_mean, std, base, out):
     """The kernel, compiled by numba (`_kernel`). src (N, C, HW) uint8; rows (n,): which images;
-    output pixel (r, c) of image i is source pixel prow[i, r] + pcol[i, c], the padding when that
-    is HW or more; shift (n, C); base[v] = float32(v) / 255; table (n, C, 256) scratch; out
+    output pixel (r, c) of image i is source pixel row_table[oy[i], r] + col_table[ox[i], c],
+    the padding when that is HW or more; shift (n, C); base[v] = float32(v) / 255; out
     (n, oh, ow, C) float32 in any memory order."""
     n, c, hw = rows.shape[0], src.shape[1], src.shape[2]
-    oh, ow = prow.shape[1], pcol.shape[1]
+    oh, ow = row_table.shape[1], col_table.shape[1]
     zero, one = np.float32(0.0), np.float32(1.0)
-    for i in range(n):  # every value a pixel can take, through the float32 operations
-        for ch in range(c):
+    look = np.empty((c, 256), np.float32)
+    for i in range(n):
+        for ch in range(c):  # every value a pixel can take, through the float32 operations
             s, m, d = shift[i, ch], neg_mean[ch], std[ch]
             for v in range(256):
-                table[i, ch, v] = (min(max(base[v] + s, zero), one) + m) / d
-    for i in range(n):  # then each output pixel looks its source pixel up
-        image, look, cols = src[rows[i]], table[i], pcol[i]
-        for r in range(oh):
-            start, dest = prow[i, r], out[i, r]
+                look[ch, v] = (min(max(base[v] + s, zero), one) + m) / d
+        image, starts, cols = src[rows[i]], row_table[oy[i]], col_table[ox[i]]
+        for r in range(oh):  # then each output pixel looks its source pixel's value up
+            start, dest = starts[r], out[i, r]
             for x in range(ow):
                 q = start + cols[x]
                 if q >= hw:
@@ -98,18 +98,19 @@ def _base():
 def crop_normalise(src: torch.Tensor, rows: torch.Tensor, pixels: tuple, shift: torch.Tensor | None,
                    neg_mean: torch.Tensor, std: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """(n, C, oh, ow) float32 from the uint8 (N, C, H, W) `src`: image rows[i], output pixel
-    (r, c) is source pixel pixels[0][i, r] + pixels[1][i, c] (from H * W on: the padding's zero;
-    `pixel_plan(..., separable=True)`), plus shift[i, c] (None: no lighting), clamped to [0, 1],
-    minus mean, over std; written in NHWC order when channels_last."""
-    prow, pcol = (p.contiguous() for p in pixels)
-    n, c, oh, ow = rows.numel(), src.shape[1], prow.shape[1], pcol.shape[1]
+    (r, c) is source pixel row_table[oy[i], r] + col_table[ox[i], c] (from H * W on: the
+    padding's zero) for pixels = (row_table, col_table, oy, ox) (`pixel_plan(...,
+    separable=True)`), plus shift[i, c] (None: no lighting), clamped to [0, 1], minus mean, over
+    std; written in NHWC order when channels_last."""
+    row_table, col_table, oy, ox = (p.contiguous().numpy() for p in pixels)
+    n, c, oh, ow = rows.numel(), src.shape[1], row_table.shape[1], col_table.shape[1]
     out = torch.empty((n, c, oh, ow), dtype=torch.float32,
                       memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if shift is None:
         # no lighting: + 0 and a clamp of a value already in [0, 1] change no bit
         shift = torch.zeros((n, c), dtype=torch.float32)
     _kernel()(src.contiguous().view(src.shape[0], c, -1).numpy(), rows.contiguous().numpy(),
-              prow.numpy(), pcol.numpy(), shift.contiguous().numpy(), neg_mean.reshape(c).numpy(),
-              std.reshape(c).numpy(), _base(), torch.empty((n, c, 256), dtype=torch.float32).numpy(),
+              row_table, col_table, oy, ox, shift.contiguous().numpy(),
+              neg_mean.reshape(c).numpy(), std.reshape(c).numpy(), _base(),
               out.permute(0, 2, 3, 1).numpy())  # (n, oh, ow, C) over the same memory
     return out

@@ -249,8 +249,9 @@ def test_separable_crop_pixels_are_the_gathered_pixels_with_the_same_draws(prese
     plan = augment.create(compose(["data=shapes", *preset]).aug, train_images=images).pixel_plan
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     pix, (oh, ow), shift = plan(images.shape, g1, "cpu")
-    (rows, cols), size, shift2 = plan(images.shape, g2, "cpu", separable=True)
-    assert size == (oh, ow) and rows.shape == (30, oh) and cols.shape == (30, ow)
+    (rows, cols, oy, ox), size, shift2 = plan(images.shape, g2, "cpu", separable=True)
+    assert size == (oh, ow) and rows.shape[1] == oh and cols.shape[1] == ow
+    rows, cols = rows[oy], cols[ox]  # (30, oh) and (30, ow)
     both = (rows.view(30, oh, 1) + cols.view(30, 1, ow)).clamp(max=6 * 5).view(30, -1)
     assert torch.equal(both, pix)
     assert (shift is None and shift2 is None) or torch.equal(shift, shift2)
