@@ -45,7 +45,7 @@ def check_overrides(overrides: list[str]) -> None:
         raise UsageError(f"--vs-precision sets precision and trainer.channels_last itself; drop '{taken[0]}'")
 
 
-def run(overrides: list[str], steps: int = 20, warmup: int = 3, repeats: int = 3,
+def run(overrides: list[str], steps: int = 32, warmup: int = 3, repeats: int = 3,
         variants=tuple(VARIANTS), echo=print) -> PrecisionResult:
     """Measure each variant `repeats` times, one round of all at a time (see the module docstring)."""
     import warnings

@@ -446,7 +446,7 @@ def _add_twin(p: _Pipelines, cfg, parts, clock: _Clock) -> None:
     p.steppers[name] = _stepper(twin, cfg, parts.precision, clock)
 
 
-def run(cfg, steps: int = 60, warmup: int = 5, repeats: int = 3, vs_dataloader: bool = False,
+def run(cfg, steps: int = 96, warmup: int = 5, repeats: int = 3, vs_dataloader: bool = False,
         workers: int = 2, vs_memory_format: bool = False) -> Result:
     """Measure the pipelines of `cfg` (a composed train config); see the module docstring.
 

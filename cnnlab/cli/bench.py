@@ -26,7 +26,7 @@ LABELS = {"cnnlab": "cnnlab (loader + aug + step)", "ceiling": "ceiling (fixed b
 @guarded
 def bench_train(
     overrides: Optional[List[str]] = OVERRIDES,
-    steps: Optional[int] = typer.Option(None, "--steps", help="Measured steps per pipeline, split over the rounds (default 60; --vs-threads: 30 per measurement)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Measured steps per pipeline, split over the rounds (default 96: four runs of the loader's 8-batch chunks in each of 3 rounds; --vs-threads: 30 per measurement; --vs-precision: 32 per variant and round)."),
     warmup: int = typer.Option(5, "--warmup", help="Unmeasured steps per pipeline at the start of each round."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Rounds; DataLoader blocks alternate with the in-process pipelines (default 3; --vs-threads: 2)."),
     vs_dataloader: bool = typer.Option(False, "--vs-dataloader", help="Also a torch DataLoader with per-image torchvision v2 transforms."),
@@ -45,14 +45,14 @@ def bench_train(
 
         raise UsageError("--vs-threads and --vs-precision are two benchmarks; run one at a time")
     if vs_precision:
-        _bench_precision(list(overrides or []), 20 if steps is None else steps, warmup,
+        _bench_precision(list(overrides or []), 32 if steps is None else steps, warmup,
                          3 if repeats is None else repeats, outputs)
         return
     if vs_threads:
         _bench_threads(list(overrides or []), 30 if steps is None else steps, warmup,
                        2 if repeats is None else repeats, load, outputs)
         return
-    steps, repeats = 60 if steps is None else steps, 3 if repeats is None else repeats
+    steps, repeats = 96 if steps is None else steps, 3 if repeats is None else repeats
     bench.check_args(steps, warmup, repeats, workers)  # before Hydra and torch: a quick error
     from cnnlab import threads
 

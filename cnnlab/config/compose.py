@@ -13,6 +13,12 @@ from cnnlab.config.schema import GROUPS, RENAMED, Config, conf_dir, group_choice
 from cnnlab.errors import UsageError
 
 
+# (conf folder, transfer.pretrain) pairs that composed in this process; the composed config is
+# not kept, only that it composes (validate_jobs composes every cell of a sweep, and a transfer
+# experiment's cells all name the same pretraining run)
+_PRETRAIN_COMPOSES: set = set()
+
+
 def compose(overrides: list[str] | None = None) -> Any:
     """Compose conf/config.yaml with Hydra overrides; errors become one-line UsageErrors."""
     return _compose(overrides, with_hydra=False)[0]
@@ -65,10 +71,13 @@ def _compose(overrides: list[str] | None, with_hydra: bool) -> tuple[Any, Any]:
     chosen = OmegaConf.to_container(hydra_node.runtime.choices)
     cfg.choices = {g: chosen[g] for g in GROUPS if g in chosen}
     if cfg.transfer.source == "pretrain":  # the pretraining run's config must compose too
-        try:
-            compose(list(cfg.transfer.pretrain))
-        except UsageError as exc:
-            raise UsageError(f"transfer.pretrain: {exc}") from exc
+        key = (str(conf_dir()), tuple(cfg.transfer.pretrain))
+        if key not in _PRETRAIN_COMPOSES:  # a sweep's cells share one: checked once
+            try:
+                compose(list(cfg.transfer.pretrain))
+            except UsageError as exc:
+                raise UsageError(f"transfer.pretrain: {exc}") from exc
+            _PRETRAIN_COMPOSES.add(key)
     return (as_written if with_hydra else cfg), (hydra_node if with_hydra else None)
 
 

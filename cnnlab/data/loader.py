@@ -116,9 +116,11 @@ class _BatchPath:
 # The in-memory loader augments and normalises up to CHUNK_BATCHES batches in one call (at most
 # CHUNK_BYTES of float images): a small batch pays each tensor op's fixed cost, which grows when
 # the model's step has just evicted the caches; a chunk pays it once for several batches.
-# lenet5 on shapes, aug=alexnet, one thread on the 2-core AMD EPYC: `cnnlab bench-train` put the
-# data phase at 0.61 ms a batch of 64 made one at a time, 0.41-0.44 ms in chunks of 4.
-CHUNK_BATCHES = 4
+# lenet5 on shapes, aug=alexnet, one thread on the 2-core AMD EPYC, `cnnlab bench-train --steps
+# 96`, chunks of 4 and 8 in alternation: the compiled pass's data phase was 0.26-0.28 ms a batch of
+# 64 in chunks of 4 and 0.20-0.23 ms in chunks of 8 (the eager path: 0.61 ms one batch at a time,
+# 0.41-0.44 ms in chunks of 4).
+CHUNK_BATCHES = 8
 CHUNK_BYTES = 8 << 20
 
 

@@ -91,6 +91,7 @@ def test_augmented_stream_batches_equal_in_memory_ones_and_resume_alike(preset):
     resumed mid-chunk from the in-memory loader's position."""
     from cnnlab.config import compose
     from cnnlab.data import augment
+    from cnnlab.data.loader import CHUNK_BATCHES
 
     images = torch.randint(0, 256, (103, 3, 6, 5), generator=torch.Generator().manual_seed(2),
                            dtype=torch.uint8)
@@ -108,7 +109,7 @@ def test_augmented_stream_batches_equal_in_memory_ones_and_resume_alike(preset):
     stream = StreamLoader(dataset, labels, 10, workers=0, **kw)
     stream.set_epoch(2)
     streamed = list(stream)
-    assert mem.chunk == stream.chunk == 4 and len(streamed) == len(got) == 11
+    assert mem.chunk == stream.chunk == CHUNK_BATCHES and len(streamed) == len(got) == 11
     for (xm, ym), (xs, ys) in zip(got, streamed):
         assert torch.equal(ym, ys) and torch.equal(xm, xs)
     stream.set_epoch(2, pos["batch"], pos["aug"], pos["aug_from"])

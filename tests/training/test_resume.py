@@ -123,7 +123,7 @@ def test_a_last_pt_from_before_chunks_resumes_and_says_its_draws_differ(tmp_path
     assert proc.returncode == 143, proc.stderr
     path = run_dir / "checkpoints" / "last.pt"
     state = checkpoint.load(path)
-    assert state["position"]["aug_from"] == 8  # chunks of 4: batch 10 is in the chunk from 8
+    assert state["position"]["aug_from"] == 8  # chunks of 8: batch 10 is in the chunk from 8
     del state["position"]["aug_from"]
     checkpoint.save(state, path)
     s = train(tiny(*RUN, f"outputs={tmp_path}", "resume=auto"))
