@@ -298,3 +298,30 @@ def test_a_data_parallel_shard_reads_its_strided_rows_alike_both_ways(monkeypatc
     assert len(eager) == len(compiled) == 3
     for (x, y), (ex, ey) in zip(compiled, eager):
         assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_without_a_folder_for_numbas_cache_the_pass_is_compiled_in_the_process(monkeypatch):
+    """numba refuses cache=True where it finds no writable folder (a read-only install without a
+    user cache): the kernel is then compiled without a disk cache and gives the same batches."""
+    import numba
+
+    from cnnlab.data import kernels
+
+    images, labels = _data(n=20)
+    want = list(_alexnet_loader(images, labels))
+    real = numba.njit
+
+    def no_cache_folder(*args, **kw):
+        if kw.get("cache"):
+            raise RuntimeError("cannot cache function: no locator available")
+        return real(*args, **kw)
+
+    kernels._kernel.cache_clear()
+    monkeypatch.setattr(numba, "njit", no_cache_folder)
+    try:
+        assert kernels.enabled(torch.device("cpu"))
+        got = list(_alexnet_loader(images, labels))
+    finally:
+        kernels._kernel.cache_clear()
+    for (x, y), (wx, wy) in zip(got, want):
+        assert torch.equal(x, wx) and torch.equal(y, wy)
