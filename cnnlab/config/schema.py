@@ -290,6 +290,10 @@ class ComposeConfig(Config):
 
 
 def register_schemas() -> None:
+    """Put the schema into Hydra's ConfigStore, once: storing turns the dataclasses into a
+    config again each time, about a sixth of a compose."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name="cnnlab_schema", node=ComposeConfig)
+    store = ConfigStore.instance()
+    if "cnnlab_schema.yaml" not in store.repo:
+        store.store(name="cnnlab_schema", node=ComposeConfig)

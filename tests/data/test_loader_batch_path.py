@@ -1,6 +1,8 @@
 """The loader's batch path: exact batches for a seed (checked against a reference built here from
 the documented rule, not from the loader), and no needless float copies of a batch."""
 
+import functools
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -167,12 +169,19 @@ def test_grey_augmented_batches_are_the_ops_one_by_one_then_normalised(preset, f
     _check_augmented(["data=fashion_mnist", *preset], 1, 3, True)
 
 
-def _check_augmented(overrides, c, chunk, channels_last):
+@functools.lru_cache(maxsize=None)
+def _aug_config(overrides: tuple):
+    """The composed aug node (read only here), composed once per preset for all the cases."""
     from cnnlab.config import compose
+
+    return compose(list(overrides)).aug
+
+
+def _check_augmented(overrides, c, chunk, channels_last):
     from cnnlab.data import augment
 
     images, labels = _data(n=50, c=c, h=5, w=4)
-    cfg = compose(overrides).aug
+    cfg = _aug_config(tuple(overrides))
     aug = augment.create(cfg, train_images=images)
     loader = InMemoryLoader(images, labels, 8, mean=MEAN[:c], std=STD[:c], shuffle=True, seed=4,
                             augment=aug, channels_last=channels_last, chunk=chunk)
