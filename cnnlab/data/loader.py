@@ -186,7 +186,7 @@ class InMemoryLoader:
         else:
             aug, aug_from = gen.get_state(), batches_done
         return {"epoch": self.epoch, "batch": int(batches_done), "aug": aug,
-                "aug_from": int(aug_from)}
+                "aug_from": int(aug_from), "chunk": self.chunk}
 
     def _aug_generator(self):
         gen = (_epoch_generator(self.aug_seed, self.epoch, self.path.device)

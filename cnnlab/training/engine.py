@@ -235,11 +235,30 @@ def _resume(loop: _Loop, result: FitResult, state: Optional[dict]) -> tuple[int,
     if loop.run is not None:
         loop.run.log(f"resumed after epoch {epoch}"
                      + (f", batch {partial['batch']} of epoch {epoch + 1}" if partial else ""))
-        if partial and partial.get("aug") is not None and "aug_from" not in partial:
-            loop.run.log("this last.pt was written before batches were augmented in chunks: the "
-                         f"rest of epoch {epoch + 1} draws other augmentations than the "
-                         "interrupted run would have")
+        note = _draws_note(partial, getattr(loop.train_loader, "chunk", None), epoch + 1)
+        if note:
+            loop.run.log(note)
     return epoch, partial
+
+
+def _draws_note(partial: Optional[dict], chunk: Optional[int], epoch: int) -> Optional[str]:
+    """What train.log says when a mid-epoch last.pt was written by a version that augmented a
+    different number of batches per call: the run resumes at its batch, but draws other
+    augmentations from there than the interrupted run would have. Positions name their chunk
+    from this version on; one with `aug_from` but no `chunk` comes from the version that made
+    chunks of up to 4 (at most as many as now, so only a chunk above 4 differs)."""
+    if not partial or partial.get("aug") is None:
+        return None
+    rest = (f"the rest of epoch {epoch} draws other augmentations than the interrupted run would "
+            "have")
+    if "aug_from" not in partial:
+        return f"this last.pt was written before batches were augmented in chunks: {rest}"
+    stored = partial.get("chunk")
+    if chunk is None or (stored == chunk if stored is not None else chunk <= 4):
+        return None
+    made = f"{stored} batches" if stored is not None else "up to 4 batches"
+    return (f"this last.pt was written by a version that augmented {made} per call, this one "
+            f"augments {chunk}: {rest}")
 
 
 def _start_epoch(loop: _Loop, epoch: int, partial: Optional[dict]) -> tuple[EpochStats, int]:

@@ -130,3 +130,21 @@ def test_a_last_pt_from_before_chunks_resumes_and_says_its_draws_differ(tmp_path
     assert s["status"] == "done" and Path(s["path"]) == run_dir
     log = (run_dir / "train.log").read_text()
     assert "batch 10 of epoch 2" in log and "written before batches were augmented in chunks" in log
+
+
+def test_a_mid_epoch_last_pt_from_other_chunks_is_noted_and_the_same_chunks_are_not():
+    """train.log notes a last.pt whose chunks differ from this version's (their draws differ
+    from there on); a position without `chunk` comes from the version of chunks of up to 4."""
+    from cnnlab.training.engine import _draws_note
+
+    here = {"batch": 10, "aug": torch.zeros(3), "aug_from": 8, "chunk": 8}
+    assert _draws_note(here, 8, 2) is None
+    assert _draws_note(None, 8, 2) is None
+    assert _draws_note({**here, "aug": None}, 8, 2) is None  # no augmentation, nothing drawn
+    note = _draws_note({**here, "chunk": 4}, 8, 2)
+    assert "augmented 4 batches per call, this one augments 8: the rest of epoch 2" in note
+    older = {k: v for k, v in here.items() if k != "chunk"}
+    assert "up to 4 batches per call, this one augments 8" in _draws_note(older, 8, 2)
+    assert _draws_note(older, 4, 2) is None and _draws_note(older, 1, 2) is None
+    oldest = {k: v for k, v in older.items() if k != "aug_from"}
+    assert "before batches were augmented in chunks" in _draws_note(oldest, 8, 2)
