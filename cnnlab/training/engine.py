@@ -244,13 +244,14 @@ def _resume(loop: _Loop, result: FitResult, state: Optional[dict]) -> tuple[int,
 def _draws_note(partial: Optional[dict], chunk: Optional[int], epoch: int) -> Optional[str]:
     """What train.log says when a mid-epoch last.pt was written by a version that augmented a
     different number of batches per call: the run resumes at its batch, but draws other
-    augmentations from there than the interrupted run would have. Positions name their chunk
+    augmentations from there on (this epoch and the later ones) than the interrupted run would
+    have. Positions name their chunk
     from this version on; one with `aug_from` but no `chunk` comes from the version that made
     chunks of up to 4 (at most as many as now, so only a chunk above 4 differs)."""
     if not partial or partial.get("aug") is None:
         return None
-    rest = (f"the rest of epoch {epoch} draws other augmentations than the interrupted run would "
-            "have")
+    rest = (f"from epoch {epoch} on, this run draws other augmentations than the interrupted run "
+            "would have")
     if "aug_from" not in partial:
         return f"this last.pt was written before batches were augmented in chunks: {rest}"
     stored = partial.get("chunk")

@@ -142,7 +142,7 @@ def test_a_mid_epoch_last_pt_from_other_chunks_is_noted_and_the_same_chunks_are_
     assert _draws_note(None, 8, 2) is None
     assert _draws_note({**here, "aug": None}, 8, 2) is None  # no augmentation, nothing drawn
     note = _draws_note({**here, "chunk": 4}, 8, 2)
-    assert "augmented 4 batches per call, this one augments 8: the rest of epoch 2" in note
+    assert "augmented 4 batches per call, this one augments 8: from epoch 2 on" in note
     older = {k: v for k, v in here.items() if k != "chunk"}
     assert "up to 4 batches per call, this one augments 8" in _draws_note(older, 8, 2)
     assert _draws_note(older, 4, 2) is None and _draws_note(older, 1, 2) is None
