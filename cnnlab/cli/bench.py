@@ -94,6 +94,12 @@ def bench_train(
     ceiling = r.ratio("cnnlab", "ceiling")
     console.print(f"cnnlab end to end is {ceiling:.2f}x the ceiling ({spread('cnnlab', 'ceiling')}): "
                   f"its data path takes about {max(0.0, 1 - ceiling):.0%} of the training time")
+    block = r.steps["cnnlab"].block
+    if block > 1 and steps // r.rounds < 4 * block:
+        console.print(f"note: {steps} steps in {r.rounds} round(s) make fewer than four runs of the "
+                      f"loader's {block}-batch chunks a round, so no slow spell was left out; "
+                      f"--steps {4 * block * r.rounds} or more lets each round drop its slowest "
+                      "and fastest runs")
     if has_dl:
         console.print(f"cnnlab / DataLoader ({r.workers} workers): {r.ratio('cnnlab', 'dataloader'):.2f}x "
                       f"({spread('cnnlab', 'dataloader')}); DataLoader per image: "

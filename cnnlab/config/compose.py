@@ -3,6 +3,7 @@ run every check of cnnlab.config.checks: a config that composes is one a run can
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 from typing import Any
@@ -13,10 +14,24 @@ from cnnlab.config.schema import GROUPS, RENAMED, Config, conf_dir, group_choice
 from cnnlab.errors import UsageError
 
 
-# (conf folder, transfer.pretrain) pairs that composed in this process; the composed config is
-# not kept, only that it composes (validate_jobs composes every cell of a sweep, and a transfer
-# experiment's cells all name the same pretraining run)
-_PRETRAIN_COMPOSES: set = set()
+# While checking a sweep's cells (`checking_cells`): the transfer.pretrain lists that composed
+# already. A transfer experiment's cells all name the same pretraining run, so it is composed
+# once per check, not once per cell; outside a check nothing is remembered, so a preset or
+# variable that changes later is read again.
+_PRETRAIN_COMPOSES: set | None = None
+
+
+@contextlib.contextmanager
+def checking_cells():
+    """Within: each transfer.pretrain list is composed once (see _PRETRAIN_COMPOSES)."""
+    global _PRETRAIN_COMPOSES
+    outer = _PRETRAIN_COMPOSES
+    if outer is None:
+        _PRETRAIN_COMPOSES = set()
+    try:
+        yield
+    finally:
+        _PRETRAIN_COMPOSES = outer
 
 
 def compose(overrides: list[str] | None = None) -> Any:
@@ -72,12 +87,13 @@ def _compose(overrides: list[str] | None, with_hydra: bool) -> tuple[Any, Any]:
     cfg.choices = {g: chosen[g] for g in GROUPS if g in chosen}
     if cfg.transfer.source == "pretrain":  # the pretraining run's config must compose too
         key = (str(conf_dir()), tuple(cfg.transfer.pretrain))
-        if key not in _PRETRAIN_COMPOSES:  # a sweep's cells share one: checked once
+        if _PRETRAIN_COMPOSES is None or key not in _PRETRAIN_COMPOSES:
             try:
                 compose(list(cfg.transfer.pretrain))
             except UsageError as exc:
                 raise UsageError(f"transfer.pretrain: {exc}") from exc
-            _PRETRAIN_COMPOSES.add(key)
+            if _PRETRAIN_COMPOSES is not None:
+                _PRETRAIN_COMPOSES.add(key)
     return (as_written if with_hydra else cfg), (hydra_node if with_hydra else None)
 
 

@@ -154,7 +154,7 @@ class InMemoryLoader:
                  num_classes: Optional[int] = None, even: bool = False,
                  aug_seed: Optional[int] = None, chunk: Optional[int] = None):
         self.path = _BatchPath(mean, std, device, augment, channels_last, dtype, num_classes)
-        self.images = images.to(self.path.device)
+        self.images = images.to(self.path.device).contiguous()  # rows the batch path reads
         self.labels = labels.to(self.path.device)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.rank, self.world, self.even = seed, rank, world, even

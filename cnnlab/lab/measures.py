@@ -4,7 +4,7 @@ An experiment file with `measure: <name>` runs that measurement once per grid po
 instead of a training job (C10 conv algorithms, C23 data pipelines, ...):
 
     measure: bench-train            # a name in MEASURES
-    measure_args: {steps: 60}       # keyword arguments of the measurement, the same for every job
+    measure_args: {steps: 96}       # keyword arguments of the measurement, the same for every job
     base: [data=shapes, aug=alexnet]
     axes: {model: [lenet5, resnet8]}
     seeds: [0, 1, 2]                # repeats: each seed measures again (and seeds the inputs)
@@ -91,7 +91,7 @@ def _bench_train(overrides: list, args: dict) -> list:
     from cnnlab.config import compose
 
     cfg = compose(overrides)
-    r = bench.run(cfg, steps=int(args.get("steps", 60)), warmup=int(args.get("warmup", 5)),
+    r = bench.run(cfg, steps=int(args.get("steps", 96)), warmup=int(args.get("warmup", 5)),
                   repeats=int(args.get("repeats", 3)), workers=int(args.get("workers", 2)),
                   vs_dataloader=bool(args.get("vs_dataloader", True)),
                   vs_memory_format=bool(args.get("vs_memory_format", False)))

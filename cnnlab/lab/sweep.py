@@ -163,24 +163,26 @@ def check_plugins(hydra_overrides: list[str]) -> bool:
 def validate_jobs(task_overrides: list[str]) -> list[list[str]]:
     """Compose every job of the grid now, so a bad cell fails before any job starts."""
     from cnnlab.config import compose
+    from cnnlab.config.compose import checking_cells
     from cnnlab.lab.experiment import expand_grid
 
     from cnnlab.models import check_options
 
     jobs = expand_grid(task_overrides)
     checked = set()
-    for job in jobs:
-        # a cell composes alike under every seed: compose it once, check the other seeds' values
-        cell = tuple(o for o in job if not o.startswith("seed="))
-        try:
-            if cell in checked:
-                check_seed(job)
-                continue
-            checked.add(cell)
-            cfg = compose(job)
-            check_options(cfg.model.name, {k: v for k, v in cfg.model.items() if k != "name"})
-        except UsageError as exc:
-            raise UsageError(f"job [{' '.join(job)}]: {exc}") from exc
+    with checking_cells():  # a pretraining config the cells share is composed once
+        for job in jobs:
+            # a cell composes alike under every seed: compose it once, check the other seeds' values
+            cell = tuple(o for o in job if not o.startswith("seed="))
+            try:
+                if cell in checked:
+                    check_seed(job)
+                    continue
+                checked.add(cell)
+                cfg = compose(job)
+                check_options(cfg.model.name, {k: v for k, v in cfg.model.items() if k != "name"})
+            except UsageError as exc:
+                raise UsageError(f"job [{' '.join(job)}]: {exc}") from exc
     return jobs
 
 

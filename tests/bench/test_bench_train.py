@@ -20,6 +20,8 @@ def test_bench_train_prints_phases_ratios_and_appends_rows(outputs):
     for fragment in ("data", "forward", "backward", "optimizer", "ceiling", "x the ceiling",
                      "cnnlab / DataLoader (0 workers)", "inference:", "GFLOPs/image"):
         assert fragment in out.output, fragment
+    # 3 steps are fewer than four runs of the loader's chunks: said, with the steps that would do
+    assert "fewer than four runs of the loader's" in " ".join(out.output.split())
     df = pd.read_csv(outputs / "bench.csv")
     assert len(df) == 3 and df.status.eq("bench").all() and df.run_id.nunique() == 1
     assert df.run_id.iloc[0].startswith("bench-train-")

@@ -81,3 +81,29 @@ def test_a_list_of_aug_presets_composes_their_ops_in_order():
         compose(["aug=[crop,blur]"])
     with pytest.raises(UsageError, match="takes one option"):
         compose(["model=[lenet5,resnet8]"])
+
+
+def test_cells_of_a_check_compose_their_shared_pretraining_config_once(monkeypatch):
+    """validate_jobs checks every cell; a transfer experiment's cells name one pretraining run,
+    composed once per check. Outside a check it is composed again each time (a preset that
+    changed since is read anew)."""
+    import importlib
+
+    compose_module = importlib.import_module("cnnlab.config.compose")  # the module, not the function
+    pretrain = ["data=digits", "trainer.epochs=1"]
+    cell = ["transfer.source=pretrain", f"transfer.pretrain=[{','.join(repr(o) for o in pretrain)}]"]
+    seen = []
+    real = compose_module._compose
+
+    def counting(overrides, with_hydra):
+        seen.append(list(overrides or []))
+        return real(overrides, with_hydra)
+
+    monkeypatch.setattr(compose_module, "_compose", counting)
+    with compose_module.checking_cells():
+        for lr in ("0.1", "0.01"):
+            compose_module.compose([*cell, f"optim.lr={lr}"])
+    assert seen.count(pretrain) == 1
+    compose_module.compose(cell)
+    compose_module.compose(cell)
+    assert seen.count(pretrain) == 3
