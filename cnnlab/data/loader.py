@@ -78,15 +78,14 @@ class _BatchPath:
         from cnnlab.data import kernels
         from cnnlab.data.augment import gather_pixels, with_pad_pixel
 
-        n = x_u8.shape[0] if rows is None else rows.numel()
-        c = x_u8.shape[1]
-        plan = self.augment.pixel_plan
+        n, c = x_u8.shape[0] if rows is None else rows.numel(), x_u8.shape[1]
+        shape, plan = (n, c, *x_u8.shape[2:]), self.augment.pixel_plan  # the batch's shape
         if kernels.enabled(self.device):
-            pix, _, shift = plan((n, c, *x_u8.shape[2:]), gen, self.device, separable=True)
+            pix, _, shift = plan(shape, gen, self.device, separable=True)
             rows = torch.arange(n) if rows is None else rows
             return kernels.crop_normalise(x_u8, rows, pix, shift, self._neg_mean, self.std,
                                           self.channels_last).to(self.dtype)
-        pix, (oh, ow), shift = plan((n, c, *x_u8.shape[2:]), gen, self.device)
+        pix, (oh, ow), shift = plan(shape, gen, self.device)
         if rows is not None:
             x_u8 = x_u8.index_select(0, rows)
         # uint8 to float32, then v / 255 (the bits of x.float() / 255); the padding pixel is 0
